@@ -1,0 +1,1 @@
+"""Development tools (emulators, sandbox helpers); not part of the deployed function app."""

@@ -1,0 +1,61 @@
+// Microsoft Graph application permissions (app roles) for the function app's managed identity.
+//
+// Its own module because it uses the Microsoft Graph Bicep extension (alias in ../bicepconfig.json):
+// the tenant-level resources below are created through Graph, not ARM, so the DEPLOYING principal
+// needs directory rights on top of its Azure rights, either
+//   - the Graph application permissions AppRoleAssignment.ReadWrite.All and Application.Read.All
+//     (a CI service principal), or
+//   - the Entra role Privileged Role Administrator (or Global Administrator) for a person.
+// Without them set GRANT_GRAPH_PERMISSIONS=false and let an administrator deploy once with them.
+extension microsoftGraphV1
+
+@description('Principal (object) id of the managed identity that receives the app roles.')
+param principalId string
+
+@description('Also grant VirtualAppointmentNotification.Send (SMS); needs Teams Premium.')
+param enableSms bool = false
+
+// Microsoft Graph's well-known application id, the same in every tenant.
+var graphAppId = '00000003-0000-0000-c000-000000000000'
+
+resource graphSp 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
+  appId: graphAppId
+}
+
+// Role ids are looked up by their value in Graph's own appRoles, never pasted.
+
+// createOrGet, PATCH and DELETE of onlineMeetings under /users/{id}.
+resource onlineMeetings 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
+  principalId: principalId
+  resourceId: graphSp.id
+  appRoleId: filter(graphSp.appRoles, role => role.value == 'OnlineMeetings.ReadWrite.All')[0].id
+}
+
+// getVirtualAppointmentJoinWebUrl (the clients' browser join link with the waiting room).
+resource virtualAppointment 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
+  principalId: principalId
+  resourceId: graphSp.id
+  appRoleId: filter(graphSp.appRoles, role => role.value == 'VirtualAppointment.ReadWrite.All')[0].id
+}
+
+// Resolving an organizer's user principal name to the object id.
+resource userRead 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
+  principalId: principalId
+  resourceId: graphSp.id
+  appRoleId: filter(graphSp.appRoles, role => role.value == 'User.Read.All')[0].id
+}
+
+// sendVirtualAppointmentSms and the reminder SMS; only with Teams Premium, so opt-in.
+resource smsSend 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (enableSms) {
+  principalId: principalId
+  resourceId: graphSp.id
+  appRoleId: filter(graphSp.appRoles, role => role.value == 'VirtualAppointmentNotification.Send')[0].id
+}
+
+output graphServicePrincipalId string = graphSp.id
+var baseRoles = [
+  'OnlineMeetings.ReadWrite.All'
+  'VirtualAppointment.ReadWrite.All'
+  'User.Read.All'
+]
+output grantedAppRoles array = concat(baseRoles, enableSms ? ['VirtualAppointmentNotification.Send'] : [])

@@ -1,0 +1,70 @@
+// The webhook HMAC secrets live here, not in app settings: the function app reads them through a
+// Key Vault reference with its user-assigned identity, which holds Key Vault Secrets User on this
+// one secret only (see rbac.bicep).
+
+@description('Key Vault name (3-24 characters).')
+param name string
+
+@description('Azure region.')
+param location string
+
+@description('Tags for the vault.')
+param tags object = {}
+
+@description('Comma-separated HMAC secrets the scheduling system signs webhooks with.')
+@secure()
+param webhookSecrets string
+
+@description('Days a deleted vault or secret stays recoverable (7-90). Purge protection keeps it that long.')
+@minValue(7)
+@maxValue(90)
+param softDeleteRetentionInDays int = 7
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  // checkov:skip=CKV_AZURE_109: No VNet here, so Key Vault references from Flex Consumption come from shared platform egress; access is RBAC-only, one role on one secret.
+  // checkov:skip=CKV_AZURE_189: Same reason as CKV_AZURE_109: public endpoint, Entra ID + RBAC only.
+  name: name
+  location: location
+  tags: tags
+  properties: {
+    tenantId: subscription().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    // Azure RBAC only: no access policies, so a role assignment is the one way in.
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: softDeleteRetentionInDays
+    enablePurgeProtection: true
+    enabledForDeployment: false
+    enabledForDiskEncryption: false
+    enabledForTemplateDeployment: false
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+  }
+}
+
+// Holds the app setting WEBHOOK_SECRETS.
+resource webhookSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
+  // checkov:skip=CKV_AZURE_41: Rotation is a documented procedure (docs/deploy.md); an expiry would make every webhook fail closed with 503.
+  parent: vault
+  name: 'webhook-secrets'
+  properties: {
+    value: webhookSecrets
+    contentType: 'text/plain; comma-separated HMAC secrets'
+    attributes: {
+      enabled: true
+    }
+  }
+}
+
+output id string = vault.id
+output name string = vault.name
+output vaultUri string = vault.properties.vaultUri
+output webhookEntryName string = webhookSecret.name
+// Versionless URI: a Key Vault reference to it follows rotations (see docs/deploy.md).
+output webhookReferenceUri string = webhookSecret.properties.secretUri

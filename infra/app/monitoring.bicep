@@ -1,0 +1,128 @@
+// Logs, telemetry and the one alert that matters operationally: appointments that gave up.
+
+@description('Log Analytics workspace name.')
+param logAnalyticsName string
+
+@description('Application Insights component name.')
+param applicationInsightsName string
+
+@description('Azure region.')
+param location string
+
+@description('Tags for the resources.')
+param tags object = {}
+
+@description('Days of log retention in the workspace.')
+@minValue(30)
+@maxValue(730)
+param retentionInDays int = 30
+
+@description('Name of the alert rule on poisoned appointment messages.')
+param poisonAlertName string
+
+@description('Queue the Functions host moves a message to after maxDequeueCount failures.')
+param poisonQueueName string
+
+@description('Action group name, used only when alertEmail is set.')
+param actionGroupName string
+
+@description('E-mail address that receives the alert. Empty: the alert fires in the portal only.')
+param alertEmail string = ''
+
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
+  name: logAnalyticsName
+  location: location
+  tags: tags
+  properties: {
+    sku: {
+      name: 'PerGB2018'
+    }
+    retentionInDays: retentionInDays
+    features: {
+      enableLogAccessUsingOnlyResourcePermissions: true
+    }
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: applicationInsightsName
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logAnalytics.id
+    IngestionMode: 'LogAnalytics'
+    // Telemetry is accepted only with an Entra ID token (the app's identity holds
+    // Monitoring Metrics Publisher); the instrumentation key alone is not enough.
+    DisableLocalAuth: true
+  }
+}
+
+resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (!empty(alertEmail)) {
+  name: actionGroupName
+  location: 'global'
+  tags: tags
+  properties: {
+    groupShortName: 'appt-alerts'
+    enabled: true
+    emailReceivers: [
+      {
+        name: 'operator'
+        emailAddress: alertEmail
+        useCommonAlertSchema: true
+      }
+    ]
+  }
+}
+
+// Why a log search alert and not a metric alert on the poison queue:
+// the storage metric QueueMessageCount is emitted per account (no per-queue dimension) and only
+// about once an hour, so it cannot tell the poison queue from the work queue. The Functions host
+// logs a warning "Message has reached MaxDequeueCount of N. Moving message to queue '<name>'" each
+// time it poisons a message; counting those traces alerts within one evaluation period, per
+// poisoned appointment. host.json keeps traces at Information, so the warning is collected.
+// Caveat: App Insights adaptive sampling may drop traces under heavy load (over roughly 5 items/s);
+// the status records stay the source of truth (`failed`) and POST .../reconcile replays them.
+resource poisonAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: poisonAlertName
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'Appointments moved to ${poisonQueueName}'
+    description: 'A reconciliation failed maxDequeueCount times and its message went to the poison queue. The status record shows failed; fix the cause, then POST /api/appointments/{id}/reconcile.'
+    severity: 2
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: 'traces | where message has "MaxDequeueCount" and message has "${poisonQueueName}"'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: false
+    actions: {
+      actionGroups: empty(alertEmail) ? [] : [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
+output logAnalyticsId string = logAnalytics.id
+output logAnalyticsName string = logAnalytics.name
+output applicationInsightsId string = appInsights.id
+output applicationInsightsName string = appInsights.name
+output poisonAlertId string = poisonAlert.id

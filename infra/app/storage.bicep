@@ -1,0 +1,165 @@
+// Host storage and the app's own state: the deployment package container, the work queue and its
+// poison queue, and the status table. Shared keys are off, so every caller (the Functions host,
+// the app, the platform's deployment) authenticates with Entra ID.
+
+@description('Storage account name (3-24 lowercase letters and digits).')
+param name string
+
+@description('Azure region.')
+param location string
+
+@description('Tags for the account.')
+param tags object = {}
+
+@description('Blob container that holds the Flex Consumption deployment package.')
+param deploymentContainerName string
+
+@description('Queue the webhook intake writes to and the reconciler reads from.')
+param queueName string = 'appointment-events'
+
+@description('Queue the Functions host moves a message to after maxDequeueCount failures.')
+param poisonQueueName string = 'appointment-events-poison'
+
+@description('Table that holds one status record per appointment.')
+param tableName string = 'appointments'
+
+@description('Replication. ZRS where the region offers it; LRS keeps the template deployable everywhere.')
+@allowed([
+  'Standard_LRS'
+  'Standard_ZRS'
+  'Standard_GRS'
+  'Standard_GZRS'
+])
+param skuName string = 'Standard_LRS'
+
+@description('Log Analytics workspace that receives the storage resource logs.')
+param logAnalyticsWorkspaceId string
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35: No VNet here, so Flex Consumption has no fixed egress to allow-list; shared keys and anonymous access are off, every call needs an Entra ID token and a role.
+  // checkov:skip=CKV_AZURE_59: Same reason: the public endpoint is reachable but accepts only Entra ID-authenticated callers with a data role.
+  // checkov:skip=CKV_AZURE_206: Replication is the skuName parameter (ZRS/GZRS where the region has them); LRS default keeps every Flex region deployable.
+  name: name
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: skuName
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    allowCrossTenantReplication: false
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    dnsEndpointType: 'Standard'
+    minimumTlsVersion: 'TLS1_2'
+    publicNetworkAccess: 'Enabled'
+    supportsHttpsTrafficOnly: true
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: 'Allow'
+    }
+    encryption: {
+      keySource: 'Microsoft.Storage'
+      requireInfrastructureEncryption: true
+      services: {
+        blob: {
+          enabled: true
+        }
+        file: {
+          enabled: true
+        }
+        queue: {
+          enabled: true
+          keyType: 'Account'
+        }
+        table: {
+          enabled: true
+          keyType: 'Account'
+        }
+      }
+    }
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
+  }
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource workQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: queueName
+}
+
+resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: poisonQueueName
+}
+
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource statusTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: tableName
+}
+
+// Read, write and delete logs of the queue service (who touched the appointment queues).
+resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'queue-to-log-analytics'
+  scope: queueService
+  properties: {
+    workspaceId: logAnalyticsWorkspaceId
+    logs: [
+      {
+        category: 'StorageRead'
+        enabled: true
+      }
+      {
+        category: 'StorageWrite'
+        enabled: true
+      }
+      {
+        category: 'StorageDelete'
+        enabled: true
+      }
+    ]
+  }
+}
+
+output id string = storage.id
+output name string = storage.name
+output blobEndpoint string = storage.properties.primaryEndpoints.blob
+output queueEndpoint string = storage.properties.primaryEndpoints.queue
+output tableEndpoint string = storage.properties.primaryEndpoints.table
+output deploymentContainerName string = deploymentContainer.name
+output queueName string = workQueue.name
+output poisonQueueName string = poisonQueue.name
+output tableName string = statusTable.name

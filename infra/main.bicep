@@ -1,0 +1,181 @@
+// Teams virtual appointments: a Python 3.11 Azure Functions app on Flex Consumption that turns
+// scheduling-system webhooks into Teams virtual appointments through Microsoft Graph.
+// Entry point for `azd provision` / `azd up` (parameters: main.parameters.json).
+targetScope = 'subscription'
+
+@minLength(1)
+@maxLength(64)
+@description('Name of the azd environment; seeds the unique suffix of every resource name.')
+param environmentName string
+
+@minLength(1)
+@description('Region of every resource. It must offer the Flex Consumption plan: `az functionapp list-flexconsumption-locations`.')
+@metadata({
+  azd: {
+    type: 'location'
+  }
+})
+param location string
+
+@description('Resource group name; empty: rg-<environmentName>.')
+param resourceGroupName string = ''
+
+@description('Comma-separated HMAC secrets for webhook signatures (azd env WEBHOOK_SECRETS). Stored only in Key Vault.')
+@secure()
+@minLength(32)
+param webhookSecrets string
+
+@description('Grant VirtualAppointmentNotification.Send so the app can send SMS (needs Teams Premium).')
+param enableSms bool = false
+
+@description('Grant the Graph app roles in this deployment (needs directory rights, see app/graph-permissions.bicep).')
+param grantGraphPermissions bool = true
+
+@description('E-mail for the poison-queue alert; empty: no action group, the alert shows in the portal only.')
+param alertEmail string = ''
+
+@description('Upper bound on Flex Consumption instances.')
+@minValue(1)
+@maxValue(1000)
+param maximumInstanceCount int = 40
+
+@description('Memory per Flex Consumption instance in MB.')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+@description('Microsoft Graph base URL; change only for national clouds.')
+param graphBaseUrl string = 'https://graph.microsoft.com/v1.0'
+
+var abbrs = loadJsonContent('./abbreviations.json')
+var resourceToken = toLower(uniqueString(subscription().id, environmentName, location))
+var tags = {
+  'azd-env-name': environmentName
+}
+var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
+var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
+var queueName = 'appointment-events'
+var poisonQueueName = 'appointment-events-poison'
+var tableName = 'appointments'
+
+resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
+  name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
+  location: location
+  tags: tags
+}
+
+module identity 'app/identity.bicep' = {
+  name: 'identity'
+  scope: rg
+  params: {
+    name: '${abbrs.managedIdentityUserAssignedIdentities}api-${resourceToken}'
+    location: location
+    tags: tags
+  }
+}
+
+module monitoring 'app/monitoring.bicep' = {
+  name: 'monitoring'
+  scope: rg
+  params: {
+    logAnalyticsName: '${abbrs.operationalInsightsWorkspaces}${resourceToken}'
+    applicationInsightsName: '${abbrs.insightsComponents}${resourceToken}'
+    location: location
+    tags: tags
+    poisonAlertName: '${abbrs.insightsScheduledQueryRules}poison-${resourceToken}'
+    poisonQueueName: poisonQueueName
+    actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
+    alertEmail: alertEmail
+  }
+}
+
+module storage 'app/storage.bicep' = {
+  name: 'storage'
+  scope: rg
+  params: {
+    name: '${abbrs.storageStorageAccounts}${resourceToken}'
+    location: location
+    tags: tags
+    deploymentContainerName: deploymentContainerName
+    queueName: queueName
+    poisonQueueName: poisonQueueName
+    tableName: tableName
+    logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
+  }
+}
+
+module keyVault 'app/keyvault.bicep' = {
+  name: 'keyvault'
+  scope: rg
+  params: {
+    name: '${abbrs.keyVaultVaults}${resourceToken}'
+    location: location
+    tags: tags
+    webhookSecrets: webhookSecrets
+  }
+}
+
+module rbac 'app/rbac.bicep' = {
+  name: 'rbac'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    storageAccountName: storage.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    keyVaultName: keyVault.outputs.name
+    keyVaultEntryName: keyVault.outputs.webhookEntryName
+  }
+}
+
+module api 'app/api.bicep' = {
+  name: 'api'
+  scope: rg
+  params: {
+    name: functionAppName
+    planName: '${abbrs.webServerFarms}${resourceToken}'
+    location: location
+    tags: tags
+    identityId: identity.outputs.id
+    identityClientId: identity.outputs.clientId
+    storageAccountName: storage.outputs.name
+    deploymentContainerName: storage.outputs.deploymentContainerName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    webhookReferenceUri: keyVault.outputs.webhookReferenceUri
+    graphBaseUrl: graphBaseUrl
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+  }
+  // The host reads storage and the Key Vault reference as soon as it starts: roles first.
+  dependsOn: [
+    rbac
+  ]
+}
+
+module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermissions) {
+  name: 'graph-permissions'
+  scope: rg
+  params: {
+    principalId: identity.outputs.principalId
+    enableSms: enableSms
+  }
+}
+
+// azd conventions
+output AZURE_LOCATION string = location
+output AZURE_TENANT_ID string = tenant().tenantId
+output AZURE_RESOURCE_GROUP string = rg.name
+output SERVICE_API_NAME string = api.outputs.name
+
+// This app
+output AZURE_FUNCTION_APP_NAME string = api.outputs.name
+output WEBHOOK_URL string = api.outputs.webhookUrl
+// The identity's client id is also the "app id" the Teams application access policy names.
+output AZURE_FUNCTION_IDENTITY_CLIENT_ID string = identity.outputs.clientId
+output AZURE_FUNCTION_IDENTITY_PRINCIPAL_ID string = identity.outputs.principalId
+output AZURE_KEY_VAULT_NAME string = keyVault.outputs.name
+output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
+output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.applicationInsightsName
+output GRAPH_PERMISSIONS_GRANTED bool = grantGraphPermissions

@@ -1,0 +1,312 @@
+"""The appointment document a scheduling system sends: its validation rules and its ordering.
+
+Pure: no Azure import and no I/O, so every rule of the contract is a fast unit test. Validation
+is declared with pydantic; its error locations become JSON Pointers for RFC 9457 responses.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+MAX_DURATION = timedelta(hours=24)
+MAX_CLIENTS = 20
+DEFAULT_SUBJECT = "Virtual appointment"
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Characters that cannot travel in a route segment or an Azure Table key.
+_KEY_FORBIDDEN = re.compile(r"[/\\#?]")
+_RFC3339 = re.compile(
+    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_UPN = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+def parse_rfc3339(value: str) -> datetime:
+    """Parse an RFC 3339 timestamp with an offset; raise ValueError otherwise.
+
+    `datetime.fromisoformat` alone accepts far more than RFC 3339 (dates without times,
+    basic format, naive values), so the shape is checked first. Digits past microseconds
+    are dropped: Python datetimes cannot hold them.
+    """
+    match = _RFC3339.match(value)
+    if match is None:
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-12-01T09:00:00Z")
+    date, time, fraction, offset = match.groups()
+    fraction = (fraction or "")[:7]
+    offset = "+00:00" if offset in ("Z", "z") else offset
+    try:
+        return datetime.fromisoformat(f"{date}T{time}{fraction}{offset}")
+    except ValueError as error:
+        raise ValueError(f"is not a valid date-time: {error}") from None
+
+
+def version_key(moment: datetime) -> str:
+    """A fixed-width UTC string that sorts like the instant it names (for table storage)."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _no_control(value: str) -> str:
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+Text255 = Annotated[StrictStr, Field(min_length=1, max_length=255)]
+
+
+class AppointmentClient(BaseModel):
+    """A client (patient, customer) who joins by the browser link and may get SMS."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    display_name: Annotated[StrictStr, Field(alias="displayName", min_length=1, max_length=256)]
+    email_address: Annotated[StrictStr | None, Field(alias="emailAddress", max_length=254)] = None
+    sms_capable_phone_number: Annotated[
+        StrictStr | None, Field(alias="smsCapablePhoneNumber", max_length=16)
+    ] = None
+
+    @field_validator("display_name")
+    @classmethod
+    def _display_name(cls, value: str) -> str:
+        return _no_control(value)
+
+    @field_validator("email_address")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is not None and not _EMAIL.match(value):
+            raise ValueError("must be an e-mail address")
+        return value
+
+    @field_validator("sms_capable_phone_number")
+    @classmethod
+    def _phone(cls, value: str | None) -> str | None:
+        if value is not None and not _E164.match(value):
+            raise ValueError("must be an E.164 phone number, e.g. +12065550100")
+        return value
+
+
+class AppointmentSettings(BaseModel):
+    """How clients join and whether they are texted."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    allow_client_to_join_using_browser: StrictBool = Field(
+        default=True, alias="allowClientToJoinUsingBrowser"
+    )
+    send_sms_notifications: StrictBool = Field(default=False, alias="sendSmsNotifications")
+
+
+class AppointmentDocument(BaseModel):
+    """One version of one appointment, as the scheduling system sees it.
+
+    Field order matters: validators of later fields read earlier ones (status before
+    organizer, start before end), which is how a rule across fields points at the later field.
+    """
+
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    external_appointment_id: Annotated[
+        StrictStr, Field(alias="externalAppointmentId", min_length=1, max_length=200)
+    ]
+    last_modified_date_time: Annotated[StrictStr, Field(alias="lastModifiedDateTime")]
+    status: Literal["scheduled", "cancelled"] = "scheduled"
+    organizer: Annotated[StrictStr | None, Field(validate_default=True)] = None
+    start_date_time: Annotated[
+        StrictStr | None, Field(alias="startDateTime", validate_default=True)
+    ] = None
+    end_date_time: Annotated[StrictStr | None, Field(alias="endDateTime", validate_default=True)] = (
+        None
+    )
+    subject: Text255 | None = None
+    time_zone: Annotated[StrictStr | None, Field(alias="timeZone", max_length=64)] = None
+    external_appointment_url: Annotated[
+        StrictStr | None, Field(alias="externalAppointmentUrl", max_length=2048)
+    ] = None
+    appointment_clients: Annotated[
+        list[AppointmentClient], Field(alias="appointmentClients", max_length=MAX_CLIENTS)
+    ] = []
+    settings: AppointmentSettings = AppointmentSettings()
+
+    @field_validator("external_appointment_id")
+    @classmethod
+    def _external_id(cls, value: str) -> str:
+        _no_control(value)
+        if _KEY_FORBIDDEN.search(value):
+            raise ValueError("must not contain '/', '\\', '#' or '?'")
+        return value
+
+    @field_validator("last_modified_date_time")
+    @classmethod
+    def _last_modified(cls, value: str) -> str:
+        parse_rfc3339(value)
+        return value
+
+    @field_validator("organizer")
+    @classmethod
+    def _organizer(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            if info.data.get("status", "scheduled") == "scheduled":
+                raise ValueError("is required when the appointment is scheduled")
+            return None
+        if not (_GUID.match(value) or _UPN.match(value)):
+            raise ValueError("must be an Entra object id (GUID) or a user principal name")
+        return value
+
+    @field_validator("start_date_time")
+    @classmethod
+    def _start(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            if info.data.get("status", "scheduled") == "scheduled":
+                raise ValueError("is required when the appointment is scheduled")
+            return None
+        parse_rfc3339(value)
+        return value
+
+    @field_validator("end_date_time")
+    @classmethod
+    def _end(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            if info.data.get("status", "scheduled") == "scheduled":
+                raise ValueError("is required when the appointment is scheduled")
+            return None
+        end = parse_rfc3339(value)
+        start_text = info.data.get("start_date_time")
+        if isinstance(start_text, str):
+            start = parse_rfc3339(start_text)
+            if end <= start:
+                raise ValueError("must be after startDateTime")
+            if end - start > MAX_DURATION:
+                raise ValueError("must be at most 24 hours after startDateTime")
+        return value
+
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str | None) -> str | None:
+        return None if value is None else _no_control(value)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _time_zone(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone name, e.g. America/New_York") from None
+        return value
+
+    @field_validator("external_appointment_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(_no_control(value))
+        if parts.scheme != "https" or not parts.hostname:
+            raise ValueError("must be an https URL")
+        return value
+
+    # Derived values the rest of the app works with.
+
+    @property
+    def version(self) -> datetime:
+        """The instant that orders versions of this appointment."""
+        return parse_rfc3339(self.last_modified_date_time)
+
+    @property
+    def start(self) -> datetime | None:
+        return None if self.start_date_time is None else parse_rfc3339(self.start_date_time)
+
+    @property
+    def end(self) -> datetime | None:
+        return None if self.end_date_time is None else parse_rfc3339(self.end_date_time)
+
+    @property
+    def effective_subject(self) -> str:
+        return self.subject or DEFAULT_SUBJECT
+
+    @property
+    def effective_time_zone(self) -> str:
+        return self.time_zone or "UTC"
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self.status == "cancelled"
+
+    def to_json(self) -> dict[str, Any]:
+        """The canonical camelCase form that is stored and queued (unknown fields dropped)."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    """One validation failure: a JSON Pointer into the request body and a human message."""
+
+    path: str
+    message: str
+
+
+def json_pointer(parts: tuple[int | str, ...]) -> str:
+    """RFC 6901 pointer for a location path."""
+    return "".join("/" + str(part).replace("~", "~0").replace("/", "~1") for part in parts)
+
+
+_FIELD_ALIASES = {
+    name: field.alias or name
+    for model in (AppointmentDocument, AppointmentClient, AppointmentSettings)
+    for name, field in model.model_fields.items()
+}
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    if kind == "missing":
+        return "is required"
+    if kind == "value_error":
+        return str(error["ctx"]["error"])
+    if kind == "literal_error":
+        return "must be one of " + str(error["ctx"]["expected"])
+    if kind in ("string_type", "bool_type", "model_type", "list_type", "dict_type"):
+        return "must be a " + kind.removesuffix("_type").replace("model", "object").replace(
+            "dict", "object"
+        ).replace("bool", "boolean").replace("list", "array")
+    return str(error["msg"]).replace("String", "text").replace("List", "array")
+
+
+def field_errors(failure: ValidationError, prefix: tuple[int | str, ...] = ()) -> list[FieldError]:
+    """Turn pydantic's errors into JSON-Pointer field errors under `prefix`."""
+    errors: list[FieldError] = []
+    for error in failure.errors(include_url=False):
+        location = tuple(_FIELD_ALIASES.get(str(p), p) for p in error["loc"])
+        errors.append(FieldError(json_pointer(prefix + location), _message(error)))
+    return errors
+
+
+def parse_document(
+    value: object, prefix: tuple[int | str, ...] = ()
+) -> AppointmentDocument | list[FieldError]:
+    """Validate one document; on failure return every error with its JSON Pointer."""
+    if not isinstance(value, dict):
+        return [FieldError(json_pointer(prefix), "must be a JSON object (an appointment document)")]
+    try:
+        return AppointmentDocument.model_validate(value)
+    except ValidationError as failure:
+        return field_errors(failure, prefix)

@@ -1,0 +1,120 @@
+"""HTTP functions: webhook intake, status record, replay, health. Thin adapters only.
+
+This module and what it imports must never import the Graph SDK: the webhook path's cold
+start would pay over a second for it (a test guards this).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+
+import azure.functions as func
+
+from shared import runtime, settings
+from shared.documents import parse_document
+from shared.events import AppointmentEvent
+from shared.intake import UNAVAILABLE, Intake, Reply
+from shared.problems import Problem
+from shared.records import status_view
+from shared.storage import StorageUnavailable
+
+log = logging.getLogger(__name__)
+blueprint = func.Blueprint()
+
+_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+CORRELATION_HEADER = "X-Correlation-Id"
+
+
+def correlation_id(request: func.HttpRequest) -> str:
+    """The caller's correlation id when it is a safe token, else a fresh one."""
+    supplied = request.headers.get(CORRELATION_HEADER, "")
+    return supplied if _CORRELATION.match(supplied) else uuid.uuid4().hex
+
+
+def _respond(reply: Reply, correlation: str) -> func.HttpResponse:
+    headers = {**reply.headers, CORRELATION_HEADER: correlation}
+    return func.HttpResponse(body=reply.body, status_code=reply.status, headers=headers)
+
+
+def _not_found(correlation: str) -> func.HttpResponse:
+    problem = Problem(404, "No appointment with this externalAppointmentId is known.")
+    return _respond(Reply.problem(problem), correlation)
+
+
+def _appointment_id(request: func.HttpRequest) -> str | None:
+    """The route's id if it could be a valid externalAppointmentId; None means not found."""
+    value = request.route_params.get("externalAppointmentId", "")
+    probe = {"externalAppointmentId": value, "lastModifiedDateTime": "2000-01-01T00:00:00Z"}
+    parsed = parse_document(probe | {"status": "cancelled"})
+    return None if isinstance(parsed, list) else value
+
+
+@blueprint.function_name("receive_appointments")
+@blueprint.route(
+    route="webhooks/appointments", methods=["POST"], auth_level=func.AuthLevel.FUNCTION
+)
+def receive_appointments(req: func.HttpRequest) -> func.HttpResponse:
+    """Intake of appointment documents from the scheduling system."""
+    correlation = correlation_id(req)
+    headers = {key.lower(): value for key, value in req.headers.items()}
+    intake = Intake(settings.current(), runtime.store, runtime.queue)
+    return _respond(intake.handle(headers, req.get_body(), correlation), correlation)
+
+
+@blueprint.function_name("get_appointment")
+@blueprint.route(
+    route="appointments/{externalAppointmentId}",
+    methods=["GET"],
+    auth_level=func.AuthLevel.FUNCTION,
+)
+def get_appointment(req: func.HttpRequest) -> func.HttpResponse:
+    """The status record of one appointment."""
+    correlation = correlation_id(req)
+    external_id = _appointment_id(req)
+    if external_id is None:
+        return _not_found(correlation)
+    try:
+        stored = runtime.store().load(external_id)
+    except StorageUnavailable:
+        return _respond(Reply.problem(UNAVAILABLE), correlation)
+    if stored.desired is None and stored.applied is None:
+        return _not_found(correlation)
+    return _respond(Reply.json(200, status_view(stored)), correlation)
+
+
+@blueprint.function_name("reconcile_appointment")
+@blueprint.route(
+    route="appointments/{externalAppointmentId}/reconcile",
+    methods=["POST"],
+    auth_level=func.AuthLevel.FUNCTION,
+)
+def reconcile_appointment(req: func.HttpRequest) -> func.HttpResponse:
+    """Re-enqueue the newest stored document, e.g. after granting a missing access policy."""
+    correlation = correlation_id(req)
+    external_id = _appointment_id(req)
+    if external_id is None:
+        return _not_found(correlation)
+    try:
+        stored = runtime.store().load(external_id)
+        if stored.desired is None:
+            return _not_found(correlation)
+        event = AppointmentEvent(stored.desired.document, correlation, replay=True)
+        runtime.queue().send(event.to_message())
+    except StorageUnavailable:
+        return _respond(Reply.problem(UNAVAILABLE), correlation)
+    log.info("replay enqueued for %s (correlation %s)", external_id, correlation)
+    document = stored.desired.document
+    accepted = {
+        "externalAppointmentId": document.external_appointment_id,
+        "lastModifiedDateTime": document.last_modified_date_time,
+    }
+    return _respond(Reply.json(202, {"accepted": [accepted]}), correlation)
+
+
+@blueprint.function_name("health")
+@blueprint.route(route="health", methods=["GET"], auth_level=func.AuthLevel.ANONYMOUS)
+def health(req: func.HttpRequest) -> func.HttpResponse:
+    """Liveness: the worker is up and has loaded the app. No I/O, no secrets."""
+    return _respond(Reply.json(200, {"status": "ok"}), correlation_id(req))

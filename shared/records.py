@@ -1,0 +1,117 @@
+"""The appointment's stored state and the status record callers read back. Pure.
+
+Two things are kept per appointment: the newest document received (desired state, written by
+the intake) and what has been applied in Graph (written by the reconciler). Keeping them apart
+means the intake never contends with the reconciler for the same row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+from shared.documents import AppointmentDocument
+
+Status = Literal["pending", "scheduled", "cancelled", "failed"]
+
+
+@dataclass(frozen=True)
+class ErrorInfo:
+    """What Graph refused, in words a user can act on."""
+
+    code: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+@dataclass(frozen=True)
+class DesiredVersion:
+    """The newest document received for an appointment."""
+
+    document: AppointmentDocument
+    version: str  # documents.version_key of lastModifiedDateTime
+    correlation_id: str = ""
+
+
+@dataclass(frozen=True)
+class AppliedState:
+    """What Graph holds for the appointment, and the last document applied to it.
+
+    The meeting fields always describe the meeting that exists in Graph (so nothing is ever
+    orphaned, even when a later step of a version failed); `document` is the last version
+    applied in full.
+    """
+
+    status: Status = "pending"
+    version: str | None = None
+    document: AppointmentDocument | None = None
+    organizer_id: str | None = None
+    meeting_id: str | None = None
+    join_web_url: str | None = None
+    client_join_web_url: str | None = None
+    external_meeting_id: str | None = None
+    generation: int = 0
+    warnings: tuple[str, ...] = ()
+    error: ErrorInfo | None = None
+    failed_version: str | None = None
+
+    def with_meeting_gone(self) -> AppliedState:
+        """After a delete: no meeting, and a new externalId for any meeting to come."""
+        return replace(
+            self,
+            meeting_id=None,
+            join_web_url=None,
+            client_join_web_url=None,
+            external_meeting_id=None,
+            generation=self.generation + 1,
+        )
+
+
+@dataclass(frozen=True)
+class StoredAppointment:
+    desired: DesiredVersion | None
+    applied: AppliedState | None
+    applied_etag: str | None = None
+
+
+def _clients(document: AppointmentDocument) -> list[dict[str, Any]]:
+    return [c.model_dump(by_alias=True, exclude_none=True) for c in document.appointment_clients]
+
+
+def status_view(stored: StoredAppointment) -> dict[str, Any]:
+    """The status record: the retired virtualAppointment shape plus what a caller needs."""
+    applied = stored.applied or AppliedState()
+    desired = stored.desired
+    shown = applied.document or (desired.document if desired else None)
+    pending = (
+        desired is not None
+        and (applied.version is None or desired.version > applied.version)
+        and desired.version != applied.failed_version
+    )
+    view: dict[str, Any] = {
+        "@odata.type": "#microsoft.graph.virtualAppointment",
+        "id": applied.meeting_id,
+        "externalAppointmentId": shown.external_appointment_id if shown else None,
+        "externalAppointmentUrl": shown.external_appointment_url if shown else None,
+        "appointmentClients": _clients(shown) if shown else [],
+        "appointmentClientJoinWebUrl": applied.client_join_web_url,
+        "settings": shown.settings.model_dump(by_alias=True) if shown else None,
+        "status": applied.status,
+        "organizer": shown.organizer if shown else None,
+        "organizerId": applied.organizer_id,
+        "joinWebUrl": applied.join_web_url,
+        "subject": shown.effective_subject if shown else None,
+        "startDateTime": shown.start_date_time if shown else None,
+        "endDateTime": shown.end_date_time if shown else None,
+        "timeZone": shown.effective_time_zone if shown else None,
+        "lastModifiedDateTime": (
+            applied.document.last_modified_date_time if applied.document else None
+        ),
+        "pending": pending,
+        "warnings": list(applied.warnings),
+    }
+    if applied.error is not None:
+        view["error"] = applied.error.to_json()
+    return view

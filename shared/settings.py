@@ -1,0 +1,126 @@
+"""Typed settings, read once per process from the environment (app settings in Azure).
+
+Values that the contract fixes (queue and table names) are constants, not settings; the queue
+semantics the host applies come from host.json, the single place they are declared.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+QUEUE_NAME = "appointment-events"
+POISON_QUEUE_NAME = f"{QUEUE_NAME}-poison"
+TABLE_NAME = "appointments"
+STORAGE_SETTING = "AzureWebJobsStorage"
+DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
+HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+
+
+class SettingsError(ValueError):
+    """An app setting has a value the app cannot run with."""
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    """Where the queue and the table live: a connection string, or service URIs + identity."""
+
+    connection_string: str | None = None
+    queue_service_uri: str | None = None
+    table_service_uri: str | None = None
+    credential: str | None = None
+    client_id: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.connection_string or (self.queue_service_uri and self.table_service_uri))
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    webhook_secrets: tuple[str, ...] = ()
+    webhook_tolerance_seconds: int = 300
+    max_body_bytes: int = 262_144
+    graph_base_url: str = DEFAULT_GRAPH_BASE_URL
+    azure_client_id: str | None = None
+
+    @property
+    def graph_scope(self) -> str:
+        """The token scope for Graph: the base URL's origin + `/.default`."""
+        scheme, _, rest = self.graph_base_url.partition("://")
+        return f"{scheme}://{rest.split('/', 1)[0]}/.default"
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
+        def integer(name: str, default: int, minimum: int) -> int:
+            raw = environ.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = int(raw)
+            except ValueError:
+                raise SettingsError(f"{name} must be a whole number") from None
+            if value < minimum:
+                raise SettingsError(f"{name} must be at least {minimum}")
+            return value
+
+        prefix = STORAGE_SETTING + "__"
+        storage = StorageSettings(
+            connection_string=environ.get(STORAGE_SETTING) or None,
+            queue_service_uri=environ.get(prefix + "queueServiceUri") or None,
+            table_service_uri=environ.get(prefix + "tableServiceUri") or None,
+            credential=environ.get(prefix + "credential") or None,
+            client_id=environ.get(prefix + "clientId") or None,
+        )
+        secrets = tuple(s.strip() for s in environ.get("WEBHOOK_SECRETS", "").split(","))
+        return cls(
+            storage=storage,
+            webhook_secrets=tuple(s for s in secrets if s),
+            webhook_tolerance_seconds=integer("WEBHOOK_TOLERANCE_SECONDS", 300, 1),
+            max_body_bytes=integer("MAX_BODY_BYTES", 262_144, 1024),
+            graph_base_url=(environ.get("GRAPH_BASE_URL") or DEFAULT_GRAPH_BASE_URL).rstrip("/"),
+            azure_client_id=environ.get("AZURE_CLIENT_ID") or None,
+        )
+
+
+@cache
+def current() -> Settings:
+    """The process's settings; Azure restarts the worker when app settings change."""
+    return Settings.from_environ(os.environ)
+
+
+@dataclass(frozen=True)
+class QueueSemantics:
+    """The queue trigger's behaviour as host.json declares it (the host applies it)."""
+
+    max_dequeue_count: int = 5
+    visibility_timeout_seconds: float = 0.0
+    batch_size: int = 16
+    new_batch_threshold: int = 8
+    max_polling_interval_seconds: float = 60.0
+    message_encoding: str = "base64"
+
+
+def _timespan(value: str) -> float:
+    hours, minutes, seconds = value.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+@cache
+def queue_semantics(path: Path = HOST_JSON) -> QueueSemantics:
+    """Read `extensions.queues` from host.json, with the host's own defaults."""
+    queues = json.loads(path.read_text()).get("extensions", {}).get("queues", {})
+    defaults = QueueSemantics()
+    return QueueSemantics(
+        max_dequeue_count=int(queues.get("maxDequeueCount", defaults.max_dequeue_count)),
+        visibility_timeout_seconds=_timespan(queues.get("visibilityTimeout", "00:00:00")),
+        batch_size=int(queues.get("batchSize", defaults.batch_size)),
+        new_batch_threshold=int(queues.get("newBatchThreshold", defaults.new_batch_threshold)),
+        max_polling_interval_seconds=_timespan(queues.get("maxPollingInterval", "00:01:00")),
+        message_encoding=str(queues.get("messageEncoding", defaults.message_encoding)).lower(),
+    )

@@ -1,0 +1,314 @@
+"""Adapters for Azure Storage: the `appointments` table and the `appointment-events` queue.
+
+Every call is bounded (short timeouts, few retries) so a dead account turns into a quick 503
+at the intake rather than a hung request. Queue and table are created on first use when
+missing, so a fresh Azurite or storage account needs no set-up step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from enum import Enum
+from typing import Any, TypeVar
+
+from azure.core import MatchConditions
+from azure.core.credentials import TokenCredential
+from azure.core.exceptions import (
+    AzureError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
+from azure.storage.queue import QueueClient, QueueServiceClient
+
+from shared.documents import AppointmentDocument, parse_document, version_key
+from shared.records import AppliedState, DesiredVersion, ErrorInfo, StoredAppointment
+from shared.settings import POISON_QUEUE_NAME, QUEUE_NAME, TABLE_NAME, StorageSettings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+DESIRED = "desired"
+APPLIED = "applied"
+ORGANIZER = "organizer"
+# Bounded so that a storage outage is a fast 503 (SPEC: within 10 s).
+CLIENT_OPTIONS: dict[str, Any] = {
+    "connection_timeout": 3,
+    "read_timeout": 5,
+    "retry_total": 1,
+    "retry_backoff_factor": 0.2,
+}
+
+
+class StorageUnavailable(Exception):
+    """Storage could not be reached or refused the call; the caller should retry later."""
+
+
+class ConcurrencyConflict(Exception):
+    """Another writer changed the entity since it was read (ETag mismatch)."""
+
+
+class SaveOutcome(Enum):
+    CREATED = "created"
+    NEWER = "newer"
+    DUPLICATE = "duplicate"
+    STALE = "stale"
+
+
+def _credential(settings: StorageSettings) -> TokenCredential:
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential
+
+    if (settings.credential or "").lower() == "managedidentity":
+        return ManagedIdentityCredential(client_id=settings.client_id)
+    return DefaultAzureCredential()
+
+
+def _guard(call: Callable[[], T]) -> T:
+    try:
+        return call()
+    except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError):
+        raise
+    except AzureError as error:
+        raise StorageUnavailable(type(error).__name__) from error
+
+
+def _is_missing(error: ResourceNotFoundError, code: str) -> bool:
+    return getattr(error, "error_code", None) == code or code in str(error)
+
+
+class EventQueue:
+    """The `appointment-events` queue (and its poison queue) as plain-text JSON messages."""
+
+    def __init__(self, queue: QueueClient, poison: QueueClient) -> None:
+        self._queue = queue
+        self._poison = poison
+
+    @classmethod
+    def from_settings(cls, settings: StorageSettings) -> EventQueue:
+        if settings.connection_string:
+            service = QueueServiceClient.from_connection_string(
+                settings.connection_string, **CLIENT_OPTIONS
+            )
+        elif settings.queue_service_uri:
+            service = QueueServiceClient(
+                settings.queue_service_uri, credential=_credential(settings), **CLIENT_OPTIONS
+            )
+        else:
+            raise StorageUnavailable("AzureWebJobsStorage is not configured")
+        return cls(service.get_queue_client(QUEUE_NAME), service.get_queue_client(POISON_QUEUE_NAME))
+
+    @staticmethod
+    def _send(queue: QueueClient, text: str, visibility_timeout: int | None) -> None:
+        def send() -> None:
+            queue.send_message(text, visibility_timeout=visibility_timeout)
+
+        try:
+            _guard(send)
+        except ResourceNotFoundError as error:
+            if not _is_missing(error, "QueueNotFound"):
+                raise StorageUnavailable("queue call failed") from error
+            try:
+                _guard(queue.create_queue)
+            except ResourceExistsError:
+                pass
+            _guard(send)
+
+    def send(self, text: str, *, visibility_timeout: int | None = None) -> None:
+        """Enqueue one message; it is durable once this returns."""
+        self._send(self._queue, text, visibility_timeout)
+
+    def send_to_poison(self, text: str) -> None:
+        """Park a message the reconciler must not retry, where an operator will see it."""
+        self._send(self._poison, text, None)
+
+
+def _entity_to_desired(entity: dict[str, Any]) -> DesiredVersion | None:
+    parsed = parse_document(json.loads(entity["Document"]))
+    if isinstance(parsed, list):
+        log.error("stored document failed validation; ignoring it")
+        return None
+    return DesiredVersion(parsed, entity["Version"], entity.get("CorrelationId", ""))
+
+
+def _document_or_none(text: str | None) -> AppointmentDocument | None:
+    if not text:
+        return None
+    parsed = parse_document(json.loads(text))
+    return None if isinstance(parsed, list) else parsed
+
+
+def _entity_to_applied(entity: dict[str, Any]) -> AppliedState:
+    error = None
+    if entity.get("ErrorCode"):
+        error = ErrorInfo(entity["ErrorCode"], entity.get("ErrorMessage", ""))
+    return AppliedState(
+        status=entity.get("Status", "pending"),
+        version=entity.get("Version") or None,
+        document=_document_or_none(entity.get("Document")),
+        organizer_id=entity.get("OrganizerId") or None,
+        meeting_id=entity.get("MeetingId") or None,
+        join_web_url=entity.get("JoinWebUrl") or None,
+        client_join_web_url=entity.get("ClientJoinWebUrl") or None,
+        external_meeting_id=entity.get("ExternalMeetingId") or None,
+        generation=int(entity.get("Generation", 0)),
+        warnings=tuple(json.loads(entity.get("Warnings") or "[]")),
+        error=error,
+        failed_version=entity.get("FailedVersion") or None,
+    )
+
+
+def _applied_to_entity(external_id: str, state: AppliedState) -> dict[str, Any]:
+    return {
+        "PartitionKey": external_id,
+        "RowKey": APPLIED,
+        "Status": state.status,
+        "Version": state.version or "",
+        "Document": json.dumps(state.document.to_json()) if state.document else "",
+        "OrganizerId": state.organizer_id or "",
+        "MeetingId": state.meeting_id or "",
+        "JoinWebUrl": state.join_web_url or "",
+        "ClientJoinWebUrl": state.client_join_web_url or "",
+        "ExternalMeetingId": state.external_meeting_id or "",
+        "Generation": state.generation,
+        "Warnings": json.dumps(list(state.warnings)),
+        "ErrorCode": state.error.code if state.error else "",
+        "ErrorMessage": state.error.message if state.error else "",
+        "FailedVersion": state.failed_version or "",
+    }
+
+
+class AppointmentStore:
+    """The `appointments` table: desired document, applied state and the organizer cache.
+
+    Per appointment (PartitionKey = externalAppointmentId) the row `desired` holds the newest
+    document received and the row `applied` what the reconciler made true in Graph. Organizer
+    ids resolved from UPNs live under PartitionKey `upn:<upn>`, row `organizer`.
+    """
+
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+
+    @classmethod
+    def from_settings(cls, settings: StorageSettings) -> AppointmentStore:
+        if settings.connection_string:
+            service = TableServiceClient.from_connection_string(
+                settings.connection_string, **CLIENT_OPTIONS
+            )
+        elif settings.table_service_uri:
+            service = TableServiceClient(
+                settings.table_service_uri, credential=_credential(settings), **CLIENT_OPTIONS
+            )
+        else:
+            raise StorageUnavailable("AzureWebJobsStorage is not configured")
+        return cls(service.get_table_client(TABLE_NAME))
+
+    def _call(self, call: Callable[[], T]) -> T:
+        """Run a table call, creating the table once if it is missing."""
+        try:
+            return _guard(call)
+        except ResourceNotFoundError as error:
+            if not _is_missing(error, "TableNotFound"):
+                raise
+            try:
+                _guard(self._table.create_table)
+            except ResourceExistsError:
+                pass
+            return _guard(call)
+
+    def _get(self, partition: str, row: str) -> dict[str, Any] | None:
+        def read() -> dict[str, Any]:
+            entity = self._table.get_entity(partition, row)
+            return dict(entity) | {"__etag": entity.metadata["etag"]}
+
+        try:
+            return self._call(read)
+        except ResourceNotFoundError:
+            return None
+
+    def save_desired(self, document: AppointmentDocument, correlation_id: str) -> SaveOutcome:
+        """Keep the document if it is the newest received; the first of equal versions wins."""
+        version = version_key(document.version)
+        entity = {
+            "PartitionKey": document.external_appointment_id,
+            "RowKey": DESIRED,
+            "Version": version,
+            "Document": json.dumps(document.to_json(), ensure_ascii=False),
+            "CorrelationId": correlation_id,
+        }
+        while True:
+            try:
+                self._call(lambda: self._table.create_entity(entity))
+                return SaveOutcome.CREATED
+            except ResourceExistsError:
+                pass
+            current = self._get(document.external_appointment_id, DESIRED)
+            if current is None:
+                continue
+            if version == current["Version"]:
+                return SaveOutcome.DUPLICATE
+            if version < current["Version"]:
+                return SaveOutcome.STALE
+            try:
+                self._call(
+                    lambda: self._table.update_entity(
+                        entity,
+                        mode=UpdateMode.REPLACE,
+                        etag=current["__etag"],
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                )
+                return SaveOutcome.NEWER
+            except (ResourceModifiedError, ResourceNotFoundError):
+                continue
+
+    def load(self, external_id: str) -> StoredAppointment:
+        """Both rows of one appointment in a single partition query."""
+        rows: dict[str, dict[str, Any]] = {}
+
+        def query() -> None:
+            for entity in self._table.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": external_id}
+            ):
+                rows[entity["RowKey"]] = dict(entity) | {"__etag": entity.metadata["etag"]}
+
+        self._call(query)
+        desired = _entity_to_desired(rows[DESIRED]) if DESIRED in rows else None
+        applied = rows.get(APPLIED)
+        return StoredAppointment(
+            desired=desired,
+            applied=_entity_to_applied(applied) if applied else None,
+            applied_etag=applied["__etag"] if applied else None,
+        )
+
+    def commit_applied(self, external_id: str, state: AppliedState, etag: str | None) -> None:
+        """Write the applied state if nobody else did since `etag` (None: it must not exist)."""
+        entity = _applied_to_entity(external_id, state)
+        try:
+            if etag is None:
+                self._call(lambda: self._table.create_entity(entity))
+            else:
+                self._call(
+                    lambda: self._table.update_entity(
+                        entity,
+                        mode=UpdateMode.REPLACE,
+                        etag=etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                )
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as error:
+            raise ConcurrencyConflict(external_id) from error
+
+    def cached_organizer_id(self, user_principal_name: str) -> str | None:
+        entity = self._get("upn:" + user_principal_name.lower(), ORGANIZER)
+        return None if entity is None else str(entity["ObjectId"])
+
+    def cache_organizer_id(self, user_principal_name: str, object_id: str) -> None:
+        entity = {
+            "PartitionKey": "upn:" + user_principal_name.lower(),
+            "RowKey": ORGANIZER,
+            "ObjectId": object_id,
+        }
+        self._call(lambda: self._table.upsert_entity(entity, mode=UpdateMode.REPLACE))

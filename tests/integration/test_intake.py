@@ -1,0 +1,412 @@
+"""The webhook intake end to end on real Azurite, through the registered HTTP function."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+import pytest
+from azure.storage.queue import QueueClient
+
+from devtools.azurite import Azurite, free_port
+from shared import signatures
+from shared.http_api import get_appointment, health, receive_appointments, reconcile_appointment
+from tests.support import SECRET, document, encode, get_request, new_id, signed_request
+
+CE = "application/cloudevents+json"
+CE_BATCH = "application/cloudevents-batch+json"
+
+
+def cloud_event(data: Any, **overrides: Any) -> dict[str, Any]:
+    event = {"specversion": "1.0", "id": new_id(), "source": "/ehr/test", "type": "appt.changed"}
+    event["data"] = data
+    event.update(overrides)
+    return event
+
+
+def post(body: bytes, **kwargs: Any) -> tuple[int, dict[str, Any], dict[str, str]]:
+    response = receive_appointments(signed_request(body, **kwargs))
+    payload = json.loads(response.get_body()) if response.get_body() else {}
+    return response.status_code, payload, dict(response.headers)
+
+
+def queued(queue: QueueClient) -> list[dict[str, Any]]:
+    return [json.loads(m.content) for m in queue.peek_messages(max_messages=32)]
+
+
+def status_of(external_id: str) -> tuple[int, dict[str, Any]]:
+    response = get_appointment(
+        get_request(f"appointments/{external_id}", {"externalAppointmentId": external_id})
+    )
+    return response.status_code, json.loads(response.get_body())
+
+
+# --- 202 -----------------------------------------------------------------------------------
+
+
+def test_json_document_is_stored_and_enqueued_before_202(event_queue: QueueClient) -> None:
+    doc = document()
+    status, body, headers = post(encode(doc), headers={"X-Correlation-Id": "corr-123"})
+
+    assert status == 202
+    assert body == {
+        "accepted": [
+            {
+                "externalAppointmentId": doc["externalAppointmentId"],
+                "lastModifiedDateTime": doc["lastModifiedDateTime"],
+            }
+        ]
+    }
+    assert headers["X-Correlation-Id"] == "corr-123"
+    [message] = queued(event_queue)
+    assert message["externalAppointmentId"] == doc["externalAppointmentId"]
+    assert message["correlationId"] == "corr-123"
+    assert message["document"]["appointmentClients"] == doc["appointmentClients"]
+    code, record = status_of(doc["externalAppointmentId"])
+    assert code == 200
+    assert record["status"] == "pending"
+    assert record["pending"] is True
+    assert record["@odata.type"] == "#microsoft.graph.virtualAppointment"
+
+
+def test_unknown_fields_are_ignored_and_not_stored(event_queue: QueueClient) -> None:
+    doc = document(internalNote="do not keep", settings={"x": 1})
+    status, _, _ = post(encode(doc))
+    assert status == 202
+    [message] = queued(event_queue)
+    assert "internalNote" not in message["document"]
+    assert message["document"]["settings"] == {
+        "allowClientToJoinUsingBrowser": True,
+        "sendSmsNotifications": False,
+    }
+
+
+def test_charset_parameter_is_accepted(event_queue: QueueClient) -> None:
+    status, _, _ = post(encode(document()), content_type="application/json; charset=utf-8")
+    assert status == 202
+
+
+def test_cloudevent_structured_mode(event_queue: QueueClient) -> None:
+    doc = document()
+    status, body, _ = post(encode(cloud_event(doc)), content_type=CE)
+    assert status == 202
+    assert body["accepted"][0]["externalAppointmentId"] == doc["externalAppointmentId"]
+    assert len(queued(event_queue)) == 1
+
+
+def test_cloudevent_with_json_datacontenttype(event_queue: QueueClient) -> None:
+    event = cloud_event(document(), datacontenttype="application/json; charset=utf-8")
+    status, _, _ = post(encode(event), content_type=CE)
+    assert status == 202
+
+
+def test_cloudevent_batch_accepts_every_document(event_queue: QueueClient) -> None:
+    docs = [document() for _ in range(3)]
+    status, body, _ = post(encode([cloud_event(d) for d in docs]), content_type=CE_BATCH)
+    assert status == 202
+    assert [a["externalAppointmentId"] for a in body["accepted"]] == [
+        d["externalAppointmentId"] for d in docs
+    ]
+    assert len(queued(event_queue)) == 3
+
+
+def test_stale_and_duplicate_versions_are_accepted_but_newest_is_kept(
+    event_queue: QueueClient,
+) -> None:
+    newest = document(lastModifiedDateTime="2026-11-20T10:00:00Z", subject="newest")
+    external_id = newest["externalAppointmentId"]
+    older = dict(newest, lastModifiedDateTime="2026-11-20T09:00:00Z", subject="older")
+    same_instant = dict(newest, lastModifiedDateTime="2026-11-20T11:00:00+01:00", subject="dup")
+    for body in (newest, older, same_instant):
+        assert post(encode(body))[0] == 202
+
+    _, record = status_of(external_id)
+    assert record["subject"] == "newest"
+    assert len(queued(event_queue)) == 3  # the reconciler decides; nothing accepted is dropped
+
+
+# --- 400 -----------------------------------------------------------------------------------
+
+
+def test_batch_is_all_or_nothing(event_queue: QueueClient) -> None:
+    good = document()
+    bad = document(endDateTime="2026-12-01T08:00:00Z")
+    status, body, headers = post(
+        encode([cloud_event(good), cloud_event(bad)]), content_type=CE_BATCH
+    )
+    assert status == 400
+    assert headers["Content-Type"] == "application/problem+json"
+    assert body["errors"] == [{"path": "/1/data/endDateTime", "message": "must be after startDateTime"}]
+    assert queued(event_queue) == []
+    assert status_of(good["externalAppointmentId"])[0] == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "path"),
+    [
+        (b"{not json", "application/json", ""),
+        (b"\xff\xfe", "application/json", ""),
+        (b"[1, 2]", "application/json", ""),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", ""),
+        (encode([]), CE_BATCH, ""),
+        (encode([{"specversion": "1.0"}] * 101), CE_BATCH, ""),
+        (encode({"specversion": "0.3", "id": "1", "source": "s", "type": "t", "data": {}}), CE, "/specversion"),
+        (encode({"specversion": "1.0", "source": "s", "type": "t", "data": {}}), CE, "/id"),
+        (encode({"specversion": "1.0", "id": "1", "type": "t", "data": {}}), CE, "/source"),
+        (encode({"specversion": "1.0", "id": "1", "source": "s", "data": {}}), CE, "/type"),
+        (encode({"specversion": "1.0", "id": "1", "source": "s", "type": "t"}), CE, "/data"),
+        (
+            encode({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data_base64": "e30="}),
+            CE,
+            "/data_base64",
+        ),
+        (
+            encode(
+                {"specversion": "1.0", "id": "1", "source": "s", "type": "t",
+                 "datacontenttype": "application/xml", "data": {}}
+            ),
+            CE,
+            "/datacontenttype",
+        ),
+        (encode(["not an event"]), CE_BATCH, "/0"),
+    ],
+)
+def test_malformed_bodies_and_envelopes_are_400(
+    event_queue: QueueClient, body: bytes, content_type: str, path: str
+) -> None:
+    status, problem, _ = post(body, content_type=content_type)
+    assert status == 400
+    assert problem["status"] == 400
+    assert path in [error["path"] for error in problem["errors"]]
+    assert queued(event_queue) == []
+
+
+LONG = "x" * 256
+
+
+@pytest.mark.parametrize(
+    ("overrides", "path"),
+    [
+        ({"externalAppointmentId": ""}, "/externalAppointmentId"),
+        ({"externalAppointmentId": "a" * 201}, "/externalAppointmentId"),
+        ({"externalAppointmentId": "a/b"}, "/externalAppointmentId"),
+        ({"externalAppointmentId": "a?b"}, "/externalAppointmentId"),
+        ({"externalAppointmentId": "a#b"}, "/externalAppointmentId"),
+        ({"externalAppointmentId": "a\\b"}, "/externalAppointmentId"),
+        ({"externalAppointmentId": "a\nb"}, "/externalAppointmentId"),
+        ({"externalAppointmentId": 42}, "/externalAppointmentId"),
+        ({"lastModifiedDateTime": "2026-11-20T10:00:00"}, "/lastModifiedDateTime"),
+        ({"lastModifiedDateTime": "yesterday"}, "/lastModifiedDateTime"),
+        ({"status": "deleted"}, "/status"),
+        ({"organizer": None}, "/organizer"),
+        ({"organizer": "not a user"}, "/organizer"),
+        ({"startDateTime": None}, "/startDateTime"),
+        ({"startDateTime": "2026-12-01"}, "/startDateTime"),
+        ({"endDateTime": None}, "/endDateTime"),
+        ({"endDateTime": "2026-12-01T09:00:00Z"}, "/endDateTime"),
+        ({"endDateTime": "2026-12-02T09:00:01Z"}, "/endDateTime"),
+        ({"subject": LONG}, "/subject"),
+        ({"timeZone": "Mars/Olympus"}, "/timeZone"),
+        ({"externalAppointmentUrl": "http://ehr.example.com/a/1"}, "/externalAppointmentUrl"),
+        ({"externalAppointmentUrl": "not a url"}, "/externalAppointmentUrl"),
+        ({"appointmentClients": [{"displayName": "A"}] * 21}, "/appointmentClients"),
+        ({"appointmentClients": [{"emailAddress": "a@b.co"}]}, "/appointmentClients/0/displayName"),
+        (
+            {"appointmentClients": [{"displayName": "A", "emailAddress": "nope"}]},
+            "/appointmentClients/0/emailAddress",
+        ),
+        (
+            {"appointmentClients": [{"displayName": "A", "smsCapablePhoneNumber": "2065550100"}]},
+            "/appointmentClients/0/smsCapablePhoneNumber",
+        ),
+        ({"settings": {"allowClientToJoinUsingBrowser": "yes"}}, "/settings/allowClientToJoinUsingBrowser"),
+        ({"settings": {"sendSmsNotifications": 1}}, "/settings/sendSmsNotifications"),
+    ],
+)
+def test_every_field_rule_points_at_its_field(
+    event_queue: QueueClient, overrides: dict[str, Any], path: str
+) -> None:
+    status, problem, _ = post(encode(document(**overrides)))
+    assert status == 400
+    assert problem["type"].endswith("validation")
+    assert [error["path"] for error in problem["errors"]] == [path]
+    assert queued(event_queue) == []
+
+
+def test_exactly_24_hours_and_cancellation_without_times_are_valid(
+    event_queue: QueueClient,
+) -> None:
+    day = document(startDateTime="2026-12-01T09:00:00+02:00", endDateTime="2026-12-02T07:00:00Z")
+    cancelled = {
+        "externalAppointmentId": new_id(),
+        "lastModifiedDateTime": "2026-11-20T10:00:00.123456789+05:30",
+        "status": "cancelled",
+    }
+    assert post(encode(day))[0] == 202
+    assert post(encode(cancelled))[0] == 202
+
+
+# --- 401 -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"signature": ""}, "missing"),
+        ({"signature": "garbage"}, "malformed"),
+        ({"signature": "t=abc,v1=" + "0" * 64}, "malformed"),
+        ({"signature": "t=1700000000"}, "malformed"),
+        ({"signature": "v1=" + "0" * 64}, "malformed"),
+        ({"skew": -305}, "tolerance"),
+        ({"skew": +305}, "tolerance"),
+        ({"secret": "some-other-secret"}, "does not match"),
+    ],
+)
+def test_bad_signatures_are_401(
+    event_queue: QueueClient, kwargs: dict[str, Any], reason: str
+) -> None:
+    if "skew" in kwargs:
+        kwargs = {"timestamp": int(time.time()) + kwargs.pop("skew")}
+    status, problem, headers = post(encode(document()), **kwargs)
+    assert status == 401
+    assert reason in problem["detail"]
+    assert "errors" not in problem
+    assert queued(event_queue) == []
+
+
+def test_tampered_body_is_401(event_queue: QueueClient) -> None:
+    body = encode(document())
+    header = signatures.sign(SECRET, int(time.time()), body)
+    status, _, _ = post(body.replace(b"Follow-up", b"Follow-on"), signature=header)
+    assert status == 401
+
+
+def test_any_configured_secret_and_any_v1_entry_may_match(
+    event_queue: QueueClient, reconfigure: Any
+) -> None:
+    reconfigure(WEBHOOK_SECRETS=f"old-secret, {SECRET}")
+    body = encode(document())
+    now = int(time.time())
+    wrong = signatures.compute("unrelated", now, body)
+    right = signatures.compute("old-secret", now, body)
+    assert post(body, signature=f"t={now},v1={wrong},v1={right}")[0] == 202
+    assert post(encode(document()))[0] == 202  # the second secret still works
+
+
+def test_unauthenticated_caller_learns_nothing_about_the_payload(event_queue: QueueClient) -> None:
+    status, problem, _ = post(b"{not json", content_type="text/plain", secret="wrong")
+    assert status == 401
+    assert "errors" not in problem
+
+
+# --- 413, 415, 503 -------------------------------------------------------------------------
+
+
+def test_oversized_body_is_413_before_the_signature(
+    event_queue: QueueClient, reconfigure: Any
+) -> None:
+    reconfigure(MAX_BODY_BYTES="2048")
+    body = encode(document(subject="x" * 200, appointmentClients=[{"displayName": "x" * 250}] * 8))
+    assert len(body) > 2048
+    assert post(body, secret="wrong")[0] == 413
+    assert queued(event_queue) == []
+
+
+def test_other_content_types_are_415(event_queue: QueueClient) -> None:
+    for content_type in ("text/plain", "application/xml", "multipart/form-data", ""):
+        status, problem, _ = post(encode(document()), content_type=content_type)
+        assert status == 415, content_type
+        assert problem["status"] == 415
+
+
+def test_no_secret_configured_fails_closed(event_queue: QueueClient, reconfigure: Any) -> None:
+    reconfigure(WEBHOOK_SECRETS=" , ")
+    status, problem, _ = post(encode(document()))
+    assert status == 503
+    assert "secret" in problem["detail"]
+    assert queued(event_queue) == []
+
+
+def test_storage_not_configured_is_503(reconfigure: Any) -> None:
+    reconfigure(AzureWebJobsStorage="")
+    status, problem, headers = post(encode(document()))
+    assert status == 503
+    assert headers["Retry-After"]
+
+
+def test_storage_outage_is_503_and_nothing_is_half_written(reconfigure: Any) -> None:
+    storage = Azurite(ports=(free_port(), free_port(), free_port()))
+    try:
+        storage.start()
+        reconfigure(AzureWebJobsStorage=storage.connection_string)
+        doc = document()
+        assert post(encode(document()))[0] == 202  # queue and table now exist
+        storage.stop()
+
+        started = time.monotonic()
+        status, problem, _ = post(encode(doc))
+        assert status == 503
+        assert time.monotonic() - started < 10  # SPEC: a dead account gives a quick 503
+
+        storage.start()
+        assert status_of(doc["externalAppointmentId"])[0] == 404
+        queue = QueueClient.from_connection_string(storage.connection_string, "appointment-events")
+        ids = [json.loads(m.content)["externalAppointmentId"] for m in queue.peek_messages(32)]
+        assert doc["externalAppointmentId"] not in ids
+    finally:
+        storage.close()
+
+
+# --- status, replay, health ----------------------------------------------------------------
+
+
+def test_status_of_unknown_or_impossible_id_is_404() -> None:
+    for external_id in (new_id(), "bad?id", ""):
+        response = get_appointment(
+            get_request(f"appointments/{external_id}", {"externalAppointmentId": external_id})
+        )
+        assert response.status_code == 404
+        problem = json.loads(response.get_body())
+        assert problem["status"] == 404
+        assert external_id == "" or external_id not in problem["detail"]
+
+
+def test_replay_enqueues_the_newest_stored_document(event_queue: QueueClient) -> None:
+    doc = document()
+    external_id = doc["externalAppointmentId"]
+    post(encode(doc))
+    event_queue.clear_messages()
+    request = get_request(f"appointments/{external_id}/reconcile", {"externalAppointmentId": external_id})
+    response = reconcile_appointment(request)
+    assert response.status_code == 202
+    [message] = queued(event_queue)
+    assert message["replay"] is True
+    assert message["document"]["lastModifiedDateTime"] == doc["lastModifiedDateTime"]
+
+    unknown = new_id()
+    missing = reconcile_appointment(
+        get_request(f"appointments/{unknown}/reconcile", {"externalAppointmentId": unknown})
+    )
+    assert missing.status_code == 404
+
+
+def test_health_is_ok_without_io(reconfigure: Any) -> None:
+    reconfigure(AzureWebJobsStorage="", WEBHOOK_SECRETS="")
+    response = health(get_request("health"))
+    assert response.status_code == 200
+    assert json.loads(response.get_body()) == {"status": "ok"}
+
+
+def test_logs_never_carry_client_details(
+    event_queue: QueueClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    doc = document()
+    post(encode(doc))
+    post(encode(document(endDateTime="bad")))
+    client = doc["appointmentClients"][0]
+    for secret_value in (client["displayName"], client["emailAddress"], client["smsCapablePhoneNumber"], SECRET):
+        assert secret_value not in caplog.text
+    assert doc["externalAppointmentId"] in caplog.text

@@ -1,0 +1,75 @@
+"""Test helpers: signed requests as a scheduling system would send them, and documents."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from typing import Any
+
+import azure.functions as func
+
+from shared import signatures
+
+SECRET = "test-secret-0123456789abcdef"
+ORGANIZER_ID = "11111111-1111-4111-8111-111111111111"
+
+
+def document(**overrides: Any) -> dict[str, Any]:
+    """A valid scheduled document with a fresh id; override any field."""
+    body: dict[str, Any] = {
+        "externalAppointmentId": f"appt-{uuid.uuid4().hex[:12]}",
+        "lastModifiedDateTime": "2026-11-20T10:00:00Z",
+        "organizer": ORGANIZER_ID,
+        "startDateTime": "2026-12-01T09:00:00Z",
+        "endDateTime": "2026-12-01T09:30:00Z",
+        "subject": "Follow-up consultation",
+        "timeZone": "America/New_York",
+        "appointmentClients": [
+            {
+                "displayName": "Jordan Patient",
+                "emailAddress": "jordan@example.com",
+                "smsCapablePhoneNumber": "+12065550100",
+            }
+        ],
+    }
+    body.update(overrides)
+    return body
+
+
+def encode(value: Any) -> bytes:
+    return json.dumps(value).encode("utf-8")
+
+
+def signed_request(
+    body: bytes,
+    *,
+    content_type: str = "application/json",
+    secret: str = SECRET,
+    timestamp: int | None = None,
+    signature: str | None = None,
+    headers: dict[str, str] | None = None,
+    url: str = "http://localhost:7071/api/webhooks/appointments",
+) -> func.HttpRequest:
+    """A real azure.functions request, signed the way the contract says senders sign."""
+    t = int(time.time()) if timestamp is None else timestamp
+    all_headers = {
+        "Content-Type": content_type,
+        signatures.HEADER: signature if signature is not None else signatures.sign(secret, t, body),
+    }
+    all_headers.update(headers or {})
+    return func.HttpRequest(method="POST", url=url, headers=all_headers, body=body)
+
+
+def get_request(path: str, route_params: dict[str, str] | None = None) -> func.HttpRequest:
+    return func.HttpRequest(
+        method="GET",
+        url=f"http://localhost:7071/api/{path}",
+        headers={},
+        body=b"",
+        route_params=route_params or {},
+    )
+
+
+def new_id() -> str:
+    return f"appt-{uuid.uuid4().hex[:12]}"
