@@ -95,7 +95,9 @@ class Azurite:
             str(self.table_port),
         ]
         # Azurite takes either a data folder or in-memory persistence, not both.
-        command += ["--inMemoryPersistence"] if self.in_memory else ["--location", str(self.location)]
+        command += (
+            ["--inMemoryPersistence"] if self.in_memory else ["--location", str(self.location)]
+        )
         self._process = subprocess.Popen(
             command,
             stdout=subprocess.DEVNULL,

@@ -133,9 +133,9 @@ class AppointmentDocument(BaseModel):
     start_date_time: Annotated[
         StrictStr | None, Field(alias="startDateTime", validate_default=True)
     ] = None
-    end_date_time: Annotated[StrictStr | None, Field(alias="endDateTime", validate_default=True)] = (
-        None
-    )
+    end_date_time: Annotated[
+        StrictStr | None, Field(alias="endDateTime", validate_default=True)
+    ] = None
     subject: Text255 | None = None
     time_zone: Annotated[StrictStr | None, Field(alias="timeZone", max_length=64)] = None
     external_appointment_url: Annotated[
@@ -252,8 +252,12 @@ class AppointmentDocument(BaseModel):
         return self.status == "cancelled"
 
     def to_json(self) -> dict[str, Any]:
-        """The canonical camelCase form that is stored and queued (unknown fields dropped)."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        """The camelCase form that is stored and queued: the fields the sender gave, validated.
+
+        Unset fields stay unset (defaults come back on parsing), so a later step can still
+        tell "omitted" from "given": a cancellation that omits its clients reuses the last.
+        """
+        return self.model_dump(mode="json", by_alias=True, exclude_unset=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,7 +281,7 @@ _FIELD_ALIASES = {
 
 
 def _message(error: Any) -> str:
-    kind = error["type"]
+    kind = str(error["type"])
     if kind == "missing":
         return "is required"
     if kind == "value_error":

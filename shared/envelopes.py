@@ -74,10 +74,10 @@ class CloudEvent(BaseModel):
 
     @field_validator("data_base64", mode="before")
     @classmethod
-    def _no_binary(cls, value: object) -> None:
+    def _no_binary(cls, value: object) -> object:
         if value is not None:
             raise ValueError("is not supported: send the document as JSON in data")
-        return None
+        return value
 
     @field_validator("data")
     @classmethod

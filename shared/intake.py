@@ -89,7 +89,9 @@ class Intake:
             )
         except signatures.SignatureError as error:
             log.warning("webhook refused: %s (correlation %s)", error, correlation_id)
-            return Reply.problem(Problem(401, str(error), headers={"WWW-Authenticate": "Signature"}))
+            return Reply.problem(
+                Problem(401, str(error), headers={"WWW-Authenticate": "Signature"})
+            )
         try:
             entries = parse_body(headers.get("content-type"), body)
         except UnsupportedMediaType as error:

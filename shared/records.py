@@ -36,6 +36,18 @@ class DesiredVersion:
 
 
 @dataclass(frozen=True)
+class Intent:
+    """A meeting about to be created (organizer, generation), recorded before the call.
+
+    If the attempt dies after Graph created it, the next attempt finds the intent and recovers
+    the meeting through createOrGet's idempotency, then adopts or deletes it: never an orphan.
+    """
+
+    organizer_id: str
+    generation: int
+
+
+@dataclass(frozen=True)
 class AppliedState:
     """What Graph holds for the appointment, and the last document applied to it.
 
@@ -52,20 +64,25 @@ class AppliedState:
     join_web_url: str | None = None
     client_join_web_url: str | None = None
     external_meeting_id: str | None = None
+    # The next unused generation: a new meeting's externalId is derived from it, and it only
+    # grows, so an externalId is never reused after its meeting was deleted.
     generation: int = 0
     warnings: tuple[str, ...] = ()
     error: ErrorInfo | None = None
     failed_version: str | None = None
+    intents: tuple[Intent, ...] = ()
+    # A lease (owner, expiry as unix seconds) keeps one worker at a time on an appointment.
+    lease_owner: str | None = None
+    lease_until: float = 0.0
 
-    def with_meeting_gone(self) -> AppliedState:
-        """After a delete: no meeting, and a new externalId for any meeting to come."""
+    def without_meeting(self) -> AppliedState:
+        """The state once its meeting has been deleted."""
         return replace(
             self,
             meeting_id=None,
             join_web_url=None,
             client_join_web_url=None,
             external_meeting_id=None,
-            generation=self.generation + 1,
         )
 
 

@@ -8,9 +8,14 @@ never pays for it.
 from __future__ import annotations
 
 from functools import cache
+from typing import TYPE_CHECKING
 
 from shared import settings
 from shared.storage import AppointmentStore, EventQueue
+
+if TYPE_CHECKING:
+    from shared.graph import GraphGateway
+    from shared.reconciler import Reconciler
 
 
 @cache
@@ -21,3 +26,18 @@ def store() -> AppointmentStore:
 @cache
 def queue() -> EventQueue:
     return EventQueue.from_settings(settings.current().storage)
+
+
+@cache
+def graph_gateway() -> GraphGateway:
+    """One Graph credential and client per process (created on first Graph call)."""
+    from shared.graph import GraphGateway
+
+    return GraphGateway(settings.current())
+
+
+@cache
+def reconciler() -> Reconciler:
+    from shared.reconciler import Reconciler
+
+    return Reconciler(store(), queue(), graph_gateway, settings.queue_semantics())

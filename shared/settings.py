@@ -48,6 +48,8 @@ class Settings:
     max_body_bytes: int = 262_144
     graph_base_url: str = DEFAULT_GRAPH_BASE_URL
     azure_client_id: str | None = None
+    # "managedidentity" (Azure, and the emulator locally) or "azurecli" (a developer's az login).
+    graph_credential: str = "managedidentity"
 
     @property
     def graph_scope(self) -> str:
@@ -85,7 +87,15 @@ class Settings:
             max_body_bytes=integer("MAX_BODY_BYTES", 262_144, 1024),
             graph_base_url=(environ.get("GRAPH_BASE_URL") or DEFAULT_GRAPH_BASE_URL).rstrip("/"),
             azure_client_id=environ.get("AZURE_CLIENT_ID") or None,
+            graph_credential=_choice("GRAPH_CREDENTIAL", environ, ("managedidentity", "azurecli")),
         )
+
+
+def _choice(name: str, environ: Mapping[str, str], allowed: tuple[str, ...]) -> str:
+    value = (environ.get(name) or allowed[0]).strip().lower()
+    if value not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}")
+    return value
 
 
 @cache

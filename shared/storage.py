@@ -7,6 +7,7 @@ missing, so a fresh Azurite or storage account needs no set-up step.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.queue import QueueClient, QueueServiceClient
 
 from shared.documents import AppointmentDocument, parse_document, version_key
-from shared.records import AppliedState, DesiredVersion, ErrorInfo, StoredAppointment
+from shared.records import AppliedState, DesiredVersion, ErrorInfo, Intent, StoredAppointment
 from shared.settings import POISON_QUEUE_NAME, QUEUE_NAME, TABLE_NAME, StorageSettings
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,9 @@ class EventQueue:
             )
         else:
             raise StorageUnavailable("AzureWebJobsStorage is not configured")
-        return cls(service.get_queue_client(QUEUE_NAME), service.get_queue_client(POISON_QUEUE_NAME))
+        return cls(
+            service.get_queue_client(QUEUE_NAME), service.get_queue_client(POISON_QUEUE_NAME)
+        )
 
     @staticmethod
     def _send(queue: QueueClient, text: str, visibility_timeout: int | None) -> None:
@@ -110,10 +113,8 @@ class EventQueue:
         except ResourceNotFoundError as error:
             if not _is_missing(error, "QueueNotFound"):
                 raise StorageUnavailable("queue call failed") from error
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 _guard(queue.create_queue)
-            except ResourceExistsError:
-                pass
             _guard(send)
 
     def send(self, text: str, *, visibility_timeout: int | None = None) -> None:
@@ -157,6 +158,9 @@ def _entity_to_applied(entity: dict[str, Any]) -> AppliedState:
         warnings=tuple(json.loads(entity.get("Warnings") or "[]")),
         error=error,
         failed_version=entity.get("FailedVersion") or None,
+        intents=tuple(Intent(o, int(g)) for o, g in json.loads(entity.get("Intents") or "[]")),
+        lease_owner=entity.get("LeaseOwner") or None,
+        lease_until=float(entity.get("LeaseUntil", 0.0)),
     )
 
 
@@ -177,6 +181,9 @@ def _applied_to_entity(external_id: str, state: AppliedState) -> dict[str, Any]:
         "ErrorCode": state.error.code if state.error else "",
         "ErrorMessage": state.error.message if state.error else "",
         "FailedVersion": state.failed_version or "",
+        "Intents": json.dumps([[i.organizer_id, i.generation] for i in state.intents]),
+        "LeaseOwner": state.lease_owner or "",
+        "LeaseUntil": float(state.lease_until),
     }
 
 
@@ -212,10 +219,8 @@ class AppointmentStore:
         except ResourceNotFoundError as error:
             if not _is_missing(error, "TableNotFound"):
                 raise
-            try:
+            with contextlib.suppress(ResourceExistsError):
                 _guard(self._table.create_table)
-            except ResourceExistsError:
-                pass
             return _guard(call)
 
     def _get(self, partition: str, row: str) -> dict[str, Any] | None:
@@ -251,12 +256,13 @@ class AppointmentStore:
                 return SaveOutcome.DUPLICATE
             if version < current["Version"]:
                 return SaveOutcome.STALE
+            etag = current["__etag"]
             try:
                 self._call(
                     lambda: self._table.update_entity(
                         entity,
                         mode=UpdateMode.REPLACE,
-                        etag=current["__etag"],
+                        etag=etag,  # noqa: B023 - called at once, inside this iteration
                         match_condition=MatchConditions.IfNotModified,
                     )
                 )
@@ -283,14 +289,17 @@ class AppointmentStore:
             applied_etag=applied["__etag"] if applied else None,
         )
 
-    def commit_applied(self, external_id: str, state: AppliedState, etag: str | None) -> None:
-        """Write the applied state if nobody else did since `etag` (None: it must not exist)."""
+    def commit_applied(self, external_id: str, state: AppliedState, etag: str | None) -> str:
+        """Write the applied state if nobody else did since `etag` (None: it must not exist).
+
+        Returns the new ETag, so a lease taken with one commit can be released by the next.
+        """
         entity = _applied_to_entity(external_id, state)
         try:
             if etag is None:
-                self._call(lambda: self._table.create_entity(entity))
+                written = self._call(lambda: self._table.create_entity(entity))
             else:
-                self._call(
+                written = self._call(
                     lambda: self._table.update_entity(
                         entity,
                         mode=UpdateMode.REPLACE,
@@ -300,6 +309,7 @@ class AppointmentStore:
                 )
         except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as error:
             raise ConcurrencyConflict(external_id) from error
+        return str(written["etag"])
 
     def cached_organizer_id(self, user_principal_name: str) -> str | None:
         entity = self._get("upn:" + user_principal_name.lower(), ORGANIZER)

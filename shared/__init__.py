@@ -1,0 +1,1 @@
+"""The function app's package: domain core, adapters and function blueprints."""

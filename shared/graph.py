@@ -1,0 +1,356 @@
+"""The Microsoft Graph helper: one credential, one client, the v1.0 calls, errors mapped.
+
+Only the reconciler imports this module, and it imports the Graph SDK lazily, so the webhook
+path never pays for the SDK. Authentication is the app's managed identity (azure-identity's
+ManagedIdentityCredential: the platform's endpoint in Azure, the emulator's locally); no Graph
+client secret exists anywhere.
+
+msgraph-sdk is async; the functions are sync (the storage SDKs are too), so the SDK runs on
+one private event loop thread per process, which keeps one httpx connection pool and one
+token cache for the life of the worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Coroutine
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from kiota_http.middleware import RetryHandler
+from kiota_http.middleware.options import RetryHandlerOption
+
+from shared.planning import Attendee, SmsKind
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+# Waiting inside one invocation is bounded: past this, the queue takes over (SPEC).
+RETRY_BUDGET_SECONDS = 10.0
+MAX_RETRIES = 3
+CALL_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+
+
+class GraphError(Exception):
+    """Base of what the reconciler needs to tell apart."""
+
+
+class TransientGraphError(GraphError):
+    """Worth retrying later: throttling, outages, timeouts, conflicts."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentGraphError(GraphError):
+    """Graph refuses this version: `code` and `message` go on the status record."""
+
+    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Meeting:
+    id: str
+    join_web_url: str | None
+    lobby_scope: str | None
+
+
+class BudgetedRetryHandler(RetryHandler):
+    """kiota's retry policy (429/503/504, Retry-After, backoff) with a wall-clock budget.
+
+    The stock handler waits up to 180 s per attempt; an invocation must not sleep for minutes.
+    A wait that would exceed the budget is not taken: the response goes back to the caller,
+    which hands the message back to the queue for at least Retry-After.
+    """
+
+    def __init__(self, budget_seconds: float = RETRY_BUDGET_SECONDS) -> None:
+        super().__init__(RetryHandlerOption(delay=0.0, max_retries=MAX_RETRIES))
+        self.budget_seconds = budget_seconds
+
+    async def send(
+        self, request: httpx.Request, transport: httpx.AsyncBaseTransport
+    ) -> httpx.Response:
+        waited = 0.0
+        retries = 0
+        while True:
+            response: httpx.Response = await self.next.send(request, transport)  # type: ignore[union-attr]
+            if not (
+                self.should_retry(request, self.options, response)
+                and self.check_retry_valid(retries, self.options)
+            ):
+                return response
+            delay = self.get_delay_time(retries + 1, response, self.options.max_delay)
+            if waited + delay > self.budget_seconds:
+                return response
+            await response.aclose()
+            await asyncio.sleep(delay)
+            waited += delay
+            retries += 1
+            request.headers["Retry-Attempt"] = str(retries)
+
+
+def _retry_after(headers: dict[str, str] | None) -> float | None:
+    if not headers:
+        return None
+    for key, value in headers.items():
+        if key.lower() == "retry-after":
+            try:
+                return max(0.0, float(value))
+            except ValueError:
+                return None
+    return None
+
+
+ACCESS_POLICY_HINT = (
+    "The organizer has no Teams application access policy for this app. Grant one with "
+    "scripts/grant-access-policy.ps1 (it can take up to 30 minutes to apply), then "
+    "POST /api/appointments/{id}/reconcile."
+)
+ROLES = {
+    "getUser": "User.Read.All",
+    "createOrGet": "OnlineMeetings.ReadWrite.All",
+    "updateMeeting": "OnlineMeetings.ReadWrite.All",
+    "deleteMeeting": "OnlineMeetings.ReadWrite.All",
+    "getJoinWebUrl": "VirtualAppointment.ReadWrite.All",
+    "sendSms": "VirtualAppointmentNotification.Send",
+}
+
+
+def classify(operation: str, error: BaseException) -> GraphError:
+    """Map an SDK or transport failure to transient or permanent, with a user-facing code."""
+    from kiota_abstractions.api_error import APIError
+
+    if isinstance(error, (httpx.TimeoutException, httpx.TransportError)):
+        return TransientGraphError(f"{operation}: {type(error).__name__}")
+    if not isinstance(error, APIError):
+        return TransientGraphError(f"{operation}: {type(error).__name__}")
+    status = error.response_status_code or 0
+    graph_code, graph_message = "", ""
+    detail = getattr(error, "error", None)
+    if detail is not None:
+        graph_code = getattr(detail, "code", "") or ""
+        graph_message = getattr(detail, "message", "") or ""
+    request_id = (error.response_headers or {}).get("request-id", "")
+    log.warning("Graph %s failed: %s %s (request-id %s)", operation, status, graph_code, request_id)
+    if status in (408, 409, 412, 429) or status >= 500:
+        return TransientGraphError(f"{operation}: {status}", _retry_after(error.response_headers))
+    if status == 403:
+        if "access policy" in graph_message.lower():
+            return PermanentGraphError("accessPolicyMissing", ACCESS_POLICY_HINT, status)
+        role = ROLES.get(operation, "the required Microsoft Graph application permission")
+        message = (
+            f"Microsoft Graph refused {operation}: the app's identity lacks the application "
+            f"permission {role} (see docs/deploy.md), then replay the appointment."
+        )
+        return PermanentGraphError("appRoleMissing", message, status)
+    if status == 404 and operation in ("getUser", "createOrGet"):
+        message = "The organizer is not a user in this tenant (check organizer)."
+        return PermanentGraphError("organizerNotFound", message, status)
+    if status == 404:
+        return PermanentGraphError("meetingNotFound", f"{operation}: the meeting is gone", status)
+    if status == 401:
+        return TransientGraphError(f"{operation}: unauthorized")
+    message = f"Microsoft Graph refused {operation}: {graph_message or status}"
+    return PermanentGraphError("invalidRequest", message[:500], status)
+
+
+class GraphGateway:
+    """The v1.0 calls the reconciler makes, as plain blocking methods."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: Any = None
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _credential(self) -> Any:
+        if self._settings.graph_credential == "azurecli":
+            from azure.identity import AzureCliCredential
+
+            return AzureCliCredential()
+        from azure.identity import ManagedIdentityCredential
+
+        return ManagedIdentityCredential(client_id=self._settings.azure_client_id)
+
+    def _build_client(self) -> Any:
+        from kiota_authentication_azure.azure_identity_authentication_provider import (
+            AzureIdentityAuthenticationProvider,
+        )
+        from kiota_http.kiota_client_factory import KiotaClientFactory
+        from msgraph.graph_request_adapter import GraphRequestAdapter
+        from msgraph.graph_service_client import GraphServiceClient
+        from msgraph_core.graph_client_factory import GraphClientFactory
+
+        host = urlsplit(self._settings.graph_base_url).hostname or ""
+        auth = AzureIdentityAuthenticationProvider(
+            self._credential(), scopes=[self._settings.graph_scope], allowed_hosts=[host]
+        )
+        middleware = [
+            BudgetedRetryHandler() if isinstance(m, RetryHandler) else m
+            for m in KiotaClientFactory.get_default_middleware(None)
+        ]
+        http = GraphClientFactory.create_with_custom_middleware(
+            middleware, client=httpx.AsyncClient(timeout=CALL_TIMEOUT, http2=False)
+        )
+        adapter = GraphRequestAdapter(auth, client=http)
+        adapter.base_url = self._settings.graph_base_url
+        return GraphServiceClient(request_adapter=adapter)
+
+    def _run(self, operation: str, make: Any) -> Any:
+        """Run one SDK coroutine on the private loop; map its failure."""
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                threading.Thread(target=loop.run_forever, name="graph-loop", daemon=True).start()
+                self._loop = loop
+            if self._client is None:
+                self._client = self._build_client()
+        coroutine: Coroutine[Any, Any, Any] = make(self._client)
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return future.result(timeout=RETRY_BUDGET_SECONDS + 2 * CALL_TIMEOUT.read)  # type: ignore[operator]
+        except FutureTimeout:
+            future.cancel()
+            raise TransientGraphError(f"{operation}: timed out") from None
+        except GraphError:
+            raise
+        except Exception as error:  # everything else is classified
+            raise classify(operation, error) from error
+
+    def _meetings(self, client: Any, user_id: str) -> Any:
+        return client.users.by_user_id(user_id).online_meetings
+
+    # -- calls ----------------------------------------------------------------------------
+
+    def resolve_user_id(self, user_principal_name: str) -> str:
+        """GET /users/{upn}?$select=id."""
+        from kiota_abstractions.base_request_configuration import RequestConfiguration
+        from msgraph.generated.users.item.user_item_request_builder import UserItemRequestBuilder
+
+        query = UserItemRequestBuilder.UserItemRequestBuilderGetQueryParameters(select=["id"])
+        config = RequestConfiguration(query_parameters=query)
+        user = self._run("getUser", lambda c: c.users.by_user_id(user_principal_name).get(config))
+        if user is None or not user.id:
+            raise PermanentGraphError("organizerNotFound", "The organizer was not found.")
+        return str(user.id)
+
+    def create_or_get_meeting(
+        self, user_id: str, external_id: str, start: datetime, end: datetime, subject: str
+    ) -> Meeting:
+        """POST /users/{id}/onlineMeetings/createOrGet with its documented parameters only."""
+        from msgraph.generated.users.item.online_meetings.create_or_get.create_or_get_post_request_body import (  # noqa: E501
+            CreateOrGetPostRequestBody,
+        )
+
+        body = CreateOrGetPostRequestBody(
+            external_id=external_id, start_date_time=start, end_date_time=end, subject=subject
+        )
+        meeting = self._run(
+            "createOrGet", lambda c: self._meetings(c, user_id).create_or_get.post(body)
+        )
+        if meeting is None or not meeting.id:
+            raise TransientGraphError("createOrGet: empty answer")
+        scope = None
+        settings = meeting.lobby_bypass_settings
+        if settings is not None and settings.scope is not None:
+            scope = getattr(settings.scope, "value", str(settings.scope))
+        return Meeting(str(meeting.id), meeting.join_web_url, scope)
+
+    def restrict_lobby(self, user_id: str, meeting_id: str) -> None:
+        """PATCH lobbyBypassSettings so clients wait in the lobby for the organizer."""
+        from msgraph.generated.models.lobby_bypass_scope import LobbyBypassScope
+        from msgraph.generated.models.lobby_bypass_settings import LobbyBypassSettings
+        from msgraph.generated.models.online_meeting import OnlineMeeting
+
+        body = OnlineMeeting(
+            lobby_bypass_settings=LobbyBypassSettings(
+                scope=LobbyBypassScope.Organizer, is_dial_in_bypass_enabled=False
+            )
+        )
+        self._run(
+            "updateMeeting",
+            lambda c: self._meetings(c, user_id).by_online_meeting_id(meeting_id).patch(body),
+        )
+
+    def update_meeting(
+        self,
+        user_id: str,
+        meeting_id: str,
+        start: datetime | None,
+        end: datetime | None,
+        subject: str | None,
+    ) -> None:
+        """PATCH the meeting; a time change always sends start and end together."""
+        from msgraph.generated.models.online_meeting import OnlineMeeting
+
+        body = OnlineMeeting(start_date_time=start, end_date_time=end, subject=subject)
+        self._run(
+            "updateMeeting",
+            lambda c: self._meetings(c, user_id).by_online_meeting_id(meeting_id).patch(body),
+        )
+
+    def delete_meeting(self, user_id: str, meeting_id: str) -> None:
+        """DELETE the meeting; one already gone counts as deleted."""
+        try:
+            self._run(
+                "deleteMeeting",
+                lambda c: self._meetings(c, user_id).by_online_meeting_id(meeting_id).delete(),
+            )
+        except PermanentGraphError as error:
+            if error.status != 404:
+                raise
+
+    def client_join_url(self, user_id: str, meeting_id: str) -> str:
+        """GET .../getVirtualAppointmentJoinWebUrl: the browser link with the waiting room."""
+        answer = self._run(
+            "getJoinWebUrl",
+            lambda c: (
+                self._meetings(c, user_id)
+                .by_online_meeting_id(meeting_id)
+                .get_virtual_appointment_join_web_url.get()
+            ),
+        )
+        if answer is None or not answer.value:
+            raise TransientGraphError("getJoinWebUrl: empty answer")
+        return str(answer.value)
+
+    def send_sms(
+        self, user_id: str, meeting_id: str, kind: SmsKind, attendees: tuple[Attendee, ...]
+    ) -> None:
+        """POST .../sendVirtualAppointmentSms."""
+        from msgraph.generated.models.attendee_notification_info import AttendeeNotificationInfo
+        from msgraph.generated.models.virtual_appointment_message_type import (
+            VirtualAppointmentMessageType,
+        )
+        from msgraph.generated.users.item.online_meetings.item.send_virtual_appointment_sms.send_virtual_appointment_sms_post_request_body import (  # noqa: E501
+            SendVirtualAppointmentSmsPostRequestBody,
+        )
+
+        body = SendVirtualAppointmentSmsPostRequestBody(
+            attendees=[
+                AttendeeNotificationInfo(phone_number=a.phone_number, time_zone=a.time_zone)
+                for a in attendees
+            ],
+            message_type=VirtualAppointmentMessageType(kind),
+        )
+        self._run(
+            "sendSms",
+            lambda c: (
+                self._meetings(c, user_id)
+                .by_online_meeting_id(meeting_id)
+                .send_virtual_appointment_sms.post(body)
+            ),
+        )

@@ -1,0 +1,343 @@
+"""Decide which Graph calls bring an appointment's meeting in line with its newest document.
+
+Pure: no I/O and no Azure import. `plan` looks at the newest document and the applied state
+and returns the shortest list of operations; `settle` and `fail` fold what the operations
+produced into the next applied state. The contract's Graph call-count table is a property of
+`plan` alone.
+
+Meetings are addressed by slot: `current` is the meeting the state records, `new` one this
+plan creates, and `stray:<n>` one an interrupted earlier attempt may have created (known from
+its recorded intent), which is recovered through createOrGet's idempotency and deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Literal
+
+from tzlocal.windows_tz import tz_win
+
+from shared.documents import AppointmentDocument, version_key
+from shared.records import AppliedState, ErrorInfo, Intent
+
+SmsKind = Literal["confirmation", "reschedule", "cancellation"]
+CURRENT = "current"
+NEW = "new"
+
+
+@dataclass(frozen=True)
+class CreateOrGetMeeting:
+    slot: str
+    organizer_id: str
+    external_id: str
+    start: datetime
+    end: datetime
+    subject: str
+
+
+@dataclass(frozen=True)
+class FetchClientJoinUrl:
+    slot: str
+
+
+@dataclass(frozen=True)
+class UpdateMeeting:
+    slot: str
+    start: datetime | None
+    end: datetime | None
+    subject: str | None
+
+
+@dataclass(frozen=True)
+class DeleteMeeting:
+    slot: str
+
+
+@dataclass(frozen=True)
+class Attendee:
+    phone_number: str
+    time_zone: str  # Windows zone name, as sendVirtualAppointmentSms takes it
+
+
+@dataclass(frozen=True)
+class SendSms:
+    slot: str
+    kind: SmsKind
+    attendees: tuple[Attendee, ...]
+
+
+Operation = CreateOrGetMeeting | FetchClientJoinUrl | UpdateMeeting | DeleteMeeting | SendSms
+
+
+@dataclass(frozen=True)
+class Plan:
+    document: AppointmentDocument
+    operations: tuple[Operation, ...]
+    generation: int  # the state's next unused generation once the plan has run
+    intent: Intent | None = None  # the meeting this plan creates, if any
+    warnings: tuple[str, ...] = ()
+    strays: tuple[Intent, ...] = ()  # recovered and deleted, in slot order `stray:<n>`
+
+
+@dataclass
+class MeetingFacts:
+    """What Graph said about one meeting during execution."""
+
+    organizer_id: str
+    meeting_id: str
+    external_id: str
+    join_web_url: str | None = None
+    client_join_web_url: str | None = None
+
+
+@dataclass
+class Outcome:
+    """What executing a plan produced so far, slot by slot."""
+
+    meetings: dict[str, MeetingFacts] = field(default_factory=dict)
+    deleted: set[str] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
+
+
+def external_id(appointment_id: str, generation: int) -> str:
+    """createOrGet's externalId for one generation of an appointment's meeting.
+
+    Hashed so that any appointment id (up to 200 characters of nearly anything) becomes a
+    short, safe token.
+    """
+    digest = hashlib.sha256(appointment_id.encode("utf-8")).hexdigest()[:40]
+    return f"va1-{digest}-g{generation}"
+
+
+def windows_time_zone(iana: str) -> str:
+    """The Windows zone name Graph's SMS call takes for an IANA zone (UTC when unknown)."""
+    return tz_win.get(iana, "UTC")
+
+
+def is_settled(document: AppointmentDocument, state: AppliedState, *, replay: bool) -> bool:
+    """True when the document is stale, a duplicate, or a version that already failed."""
+    version = version_key(document.version)
+    if state.version is not None and version <= state.version:
+        return True
+    return version == state.failed_version and not replay
+
+
+def _sms(
+    document: AppointmentDocument, kind: SmsKind, slot: str
+) -> tuple[list[SendSms], list[str]]:
+    """One SMS operation for the US numbers; a warning for each number Graph cannot text."""
+    if not document.settings.send_sms_notifications:
+        return [], []
+    zone = windows_time_zone(document.effective_time_zone)
+    attendees: list[Attendee] = []
+    warnings: list[str] = []
+    for index, client in enumerate(document.appointment_clients):
+        number = client.sms_capable_phone_number
+        if number is None:
+            continue
+        if number.startswith("+1") and len(number) == 12:
+            attendees.append(Attendee(number, zone))
+        else:
+            warnings.append(
+                f"appointmentClients/{index}: SMS not sent; Microsoft Graph texts US numbers only"
+            )
+    if not attendees:
+        return [], warnings
+    return [SendSms(slot, kind, tuple(attendees))], warnings
+
+
+def _with_last_clients(
+    document: AppointmentDocument, last: AppointmentDocument | None
+) -> AppointmentDocument:
+    """A cancellation may omit clients and settings: the last applied version's apply."""
+    if last is None:
+        return document
+    given = document.model_fields_set
+    updates = {
+        name: getattr(last, name)
+        for name in ("appointment_clients", "settings", "time_zone")
+        if name not in given
+    }
+    return document.model_copy(update=updates) if updates else document
+
+
+def _recovery_times(
+    document: AppointmentDocument, state: AppliedState
+) -> tuple[datetime, datetime]:
+    """Times for createOrGet when it only recovers a meeting that may already exist."""
+    for source in (document, state.document):
+        if source is not None and source.start and source.end:
+            return source.start, source.end
+    return document.version, document.version + timedelta(minutes=30)
+
+
+def plan(document: AppointmentDocument, state: AppliedState, organizer_id: str | None) -> Plan:
+    """The fewest operations that make Graph match `document` (callers check `is_settled`).
+
+    `organizer_id` is the document's organizer resolved to an object id (None if cancelled).
+    """
+    has_current = state.meeting_id is not None
+    wanted_organizer = None
+    if not document.is_cancelled and (not has_current or organizer_id != state.organizer_id):
+        wanted_organizer = organizer_id
+    adopted = next((i for i in state.intents if i.organizer_id == wanted_organizer), None)
+    strays = [i for i in state.intents if i is not adopted]
+    generation = max([state.generation, *(i.generation + 1 for i in state.intents)])
+
+    # Meetings an interrupted attempt may have made and that this plan does not adopt.
+    recover: list[Operation] = []
+    discard: list[Operation] = []
+    start, end = _recovery_times(document, state)
+    for index, stray in enumerate(strays):
+        slot = f"stray:{index}"
+        recover.append(
+            CreateOrGetMeeting(
+                slot,
+                stray.organizer_id,
+                external_id(document.external_appointment_id, stray.generation),
+                start,
+                end,
+                document.effective_subject,
+            )
+        )
+        discard.append(DeleteMeeting(slot))
+
+    ops: list[Operation] = []
+    warnings: list[str] = []
+    intent = None
+    if document.is_cancelled:
+        document = _with_last_clients(document, state.document)
+        if has_current:
+            sms, warnings = _sms(document, "cancellation", CURRENT)
+            ops += [*sms, DeleteMeeting(CURRENT)]
+    elif wanted_organizer is not None:
+        # A meeting under this organizer: the first one, or after a move to another organizer.
+        assert document.start is not None
+        assert document.end is not None
+        new_generation = adopted.generation if adopted else generation
+        intent = Intent(wanted_organizer, new_generation)
+        generation = max(generation, new_generation + 1)
+        ops.append(
+            CreateOrGetMeeting(
+                NEW,
+                wanted_organizer,
+                external_id(document.external_appointment_id, new_generation),
+                document.start,
+                document.end,
+                document.effective_subject,
+            )
+        )
+        if document.settings.allow_client_to_join_using_browser:
+            ops.append(FetchClientJoinUrl(NEW))
+        if has_current:
+            ops.append(DeleteMeeting(CURRENT))
+        sms, warnings = _sms(document, "reschedule" if has_current else "confirmation", NEW)
+        ops += sms
+    else:
+        # Same organizer, meeting exists: patch only what changed.
+        last = state.document
+        time_changed = last is None or (last.start, last.end) != (document.start, document.end)
+        subject_changed = last is None or last.effective_subject != document.effective_subject
+        if time_changed or subject_changed:
+            ops.append(
+                UpdateMeeting(
+                    CURRENT,
+                    document.start if time_changed else None,
+                    document.end if time_changed else None,
+                    document.effective_subject if subject_changed else None,
+                )
+            )
+        if document.settings.allow_client_to_join_using_browser and not state.client_join_web_url:
+            ops.append(FetchClientJoinUrl(CURRENT))
+        if time_changed and last is not None:
+            sms, warnings = _sms(document, "reschedule", CURRENT)
+            ops += sms
+    return Plan(
+        document, (*recover, *ops, *discard), generation, intent, tuple(warnings), tuple(strays)
+    )
+
+
+def _current_facts(state: AppliedState) -> MeetingFacts | None:
+    if state.meeting_id is None:
+        return None
+    return MeetingFacts(
+        state.organizer_id or "",
+        state.meeting_id,
+        state.external_meeting_id or "",
+        state.join_web_url,
+        state.client_join_web_url,
+    )
+
+
+def _with_meeting(state: AppliedState, facts: MeetingFacts | None) -> AppliedState:
+    if facts is None:
+        return state.without_meeting()
+    return replace(
+        state,
+        organizer_id=facts.organizer_id,
+        meeting_id=facts.meeting_id,
+        external_meeting_id=facts.external_id,
+        join_web_url=facts.join_web_url,
+        client_join_web_url=facts.client_join_web_url,
+    )
+
+
+def progress(state: AppliedState, plan_: Plan, outcome: Outcome) -> AppliedState:
+    """The state that matches Graph after the operations run so far (meetings, intents)."""
+    current = outcome.meetings.get(CURRENT) or _current_facts(state)
+    if CURRENT in outcome.deleted:
+        current = None
+    created = outcome.meetings.get(NEW)
+    intents = set(state.intents)
+    if plan_.intent is not None:
+        intents.add(plan_.intent)
+    for index, stray in enumerate(plan_.strays):
+        if f"stray:{index}" in outcome.deleted:
+            intents.discard(stray)
+    chosen = current
+    if created is not None and current is None and plan_.intent is not None:
+        chosen = created  # adopt the new meeting: it is the only one
+        intents.discard(plan_.intent)
+    updated = _with_meeting(state, chosen)
+    return replace(updated, intents=tuple(sorted(intents, key=lambda i: i.generation)))
+
+
+def settle(state: AppliedState, plan_: Plan, outcome: Outcome) -> AppliedState:
+    """The applied state once every operation of the plan has succeeded."""
+    document = plan_.document
+    chosen = outcome.meetings.get(NEW)
+    if chosen is None and CURRENT not in outcome.deleted:
+        chosen = outcome.meetings.get(CURRENT) or _current_facts(state)
+    if chosen is not None and not document.settings.allow_client_to_join_using_browser:
+        chosen = replace(chosen, client_join_web_url=None)
+    updated = _with_meeting(state, None if document.is_cancelled else chosen)
+    return replace(
+        updated,
+        status="cancelled" if document.is_cancelled else "scheduled",
+        version=version_key(document.version),
+        document=document,
+        generation=plan_.generation,
+        warnings=plan_.warnings + tuple(outcome.warnings),
+        error=None,
+        failed_version=None,
+        intents=(),
+        lease_owner=None,
+        lease_until=0.0,
+    )
+
+
+def fail(state: AppliedState, plan_: Plan, outcome: Outcome, error: ErrorInfo) -> AppliedState:
+    """A version Graph refused: last good fields stay, Graph's reality is recorded as it is."""
+    updated = progress(state, plan_, outcome)
+    return replace(
+        updated,
+        status="failed",
+        error=error,
+        failed_version=version_key(plan_.document.version),
+        generation=max(updated.generation, plan_.generation),
+        warnings=plan_.warnings + tuple(outcome.warnings),
+        lease_owner=None,
+        lease_until=0.0,
+    )

@@ -1,0 +1,26 @@
+"""Queue function: reconcile each appointment event. A thin adapter over the Reconciler.
+
+Imports nothing of the Graph SDK at load time (the Graph helper is created on first use), so
+registering it beside the HTTP functions costs the webhook path nothing.
+"""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from shared import runtime
+from shared.settings import QUEUE_NAME, STORAGE_SETTING
+
+blueprint = func.Blueprint()
+
+
+@blueprint.function_name("reconcile_appointment_event")
+@blueprint.queue_trigger(arg_name="msg", queue_name=QUEUE_NAME, connection=STORAGE_SETTING)
+def reconcile_appointment_event(msg: func.QueueMessage) -> None:
+    """Make Graph match the newest document of the message's appointment.
+
+    Raising hands the message back to the host, which redelivers it after host.json's
+    visibilityTimeout and moves it to the poison queue after maxDequeueCount attempts.
+    """
+    text = msg.get_body().decode("utf-8", errors="replace")
+    runtime.reconciler().handle(text, msg.dequeue_count or 1)

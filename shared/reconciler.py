@@ -1,0 +1,344 @@
+"""The reconciler: make Graph match the newest document of one appointment.
+
+Read desired and applied state, plan (pure), take a lease, execute through the Graph helper,
+commit with the table's ETag. Framework-free: the queue function adapts messages to it.
+
+Why a lease: the queue delivers at least once and many instances run at once; the lease (an
+ETag-guarded write before any Graph call) keeps one worker at a time on an appointment and
+records the meeting it is about to create, so that a crash can never orphan a meeting.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from shared.documents import AppointmentDocument, version_key
+from shared.events import AppointmentEvent, MalformedMessage
+from shared.planning import (
+    CURRENT,
+    CreateOrGetMeeting,
+    DeleteMeeting,
+    FetchClientJoinUrl,
+    MeetingFacts,
+    Operation,
+    Outcome,
+    Plan,
+    SendSms,
+    UpdateMeeting,
+    fail,
+    is_settled,
+    plan,
+    progress,
+    settle,
+)
+from shared.records import AppliedState, ErrorInfo
+from shared.settings import QueueSemantics
+from shared.storage import AppointmentStore, ConcurrencyConflict, EventQueue
+
+if TYPE_CHECKING:
+    from shared.graph import GraphGateway
+
+log = logging.getLogger(__name__)
+
+LEASE_SECONDS = 60.0
+# Stop starting Graph calls this long before the lease ends, so no call outlives it.
+LEASE_MARGIN_SECONDS = 25.0
+# Longer Retry-After waits than this are handed back to the queue.
+MAX_WAIT_IN_CALL = 10.0
+MAX_ROUNDS = 8
+
+
+class Result(Enum):
+    APPLIED = "applied"
+    SETTLED = "settled"  # stale, duplicate, or already failed: nothing to do
+    FAILED = "failed"  # Graph refused this version: recorded on the status record
+    DEFERRED = "deferred"  # handed back to the queue to run later
+    MALFORMED = "malformed"  # not a message of this app: parked in the poison queue
+
+
+class RetryLater(Exception):
+    """Transient trouble: let the queue deliver the message again after its visibility timeout."""
+
+
+class _Busy(Exception):
+    """Another worker holds the appointment's lease."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+class _HandBack(_Busy):
+    """Graph asked for a longer wait than an invocation should sleep."""
+
+
+@dataclass
+class _Attempt:
+    """What one round knows: the message, the state it read, the ETag to write against."""
+
+    event: AppointmentEvent
+    state: AppliedState
+    etag: str | None
+    last_attempt: bool
+    plan: Plan | None = None
+    outcome: Outcome = field(default_factory=Outcome)
+
+
+def _guid_or_none(organizer: str) -> str | None:
+    return organizer.lower() if "@" not in organizer else None
+
+
+class Reconciler:
+    """One queue message in, Graph and the status record brought in line."""
+
+    def __init__(
+        self,
+        store: AppointmentStore,
+        queue: EventQueue,
+        graph: Callable[[], GraphGateway],
+        semantics: QueueSemantics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._graph = graph
+        self._semantics = semantics
+        self._clock = clock
+
+    def handle(self, text: str, dequeue_count: int) -> Result:
+        """Process one message; raise RetryLater to have the host redeliver it."""
+        try:
+            event = AppointmentEvent.from_message(text)
+        except MalformedMessage as error:
+            log.error("malformed queue message moved to the poison queue: %s", error)
+            self._queue.send_to_poison(text)
+            return Result.MALFORMED
+        document = event.document
+        external_id = document.external_appointment_id
+        # The intake stores the document before it enqueues; store it again in case that
+        # write is what failed (the queue message is the durable copy).
+        self._store.save_desired(document, event.correlation_id)
+        last_attempt = dequeue_count >= self._semantics.max_dequeue_count
+        try:
+            result = self._reconcile(event, last_attempt)
+        except _Busy as busy:
+            return self._defer(event, busy.seconds)
+        log.info(
+            "appointment %s version %s: %s (correlation %s)",
+            external_id,
+            document.last_modified_date_time,
+            result.value,
+            event.correlation_id,
+        )
+        return result
+
+    def _defer(self, event: AppointmentEvent, seconds: float) -> Result:
+        """Send the event again, invisible for `seconds`; this delivery completes."""
+        delay = max(1, math.ceil(seconds))
+        later = replace(event, deferrals=event.deferrals + 1)
+        self._queue.send(later.to_message(), visibility_timeout=delay)
+        log.info(
+            "appointment %s deferred %ss (correlation %s)",
+            event.document.external_appointment_id,
+            delay,
+            event.correlation_id,
+        )
+        return Result.DEFERRED
+
+    def _organizer_id(self, document: AppointmentDocument, state: AppliedState) -> str | None:
+        if document.is_cancelled or document.organizer is None:
+            return None
+        last = state.document
+        if last is not None and last.organizer == document.organizer and state.organizer_id:
+            return state.organizer_id
+        guid = _guid_or_none(document.organizer)
+        if guid is not None:
+            return guid
+        cached = self._store.cached_organizer_id(document.organizer)
+        if cached is not None:
+            return cached
+        resolved = self._graph().resolve_user_id(document.organizer).lower()
+        self._store.cache_organizer_id(document.organizer, resolved)
+        return resolved
+
+    def _reconcile(self, event: AppointmentEvent, last_attempt: bool) -> Result:
+        for _ in range(MAX_ROUNDS):
+            result = self._round(event, last_attempt)
+            if result is not None:
+                return result
+        raise RetryLater("too many concurrent changes")
+
+    def _round(self, event: AppointmentEvent, last_attempt: bool) -> Result | None:
+        """One read-plan-execute-commit pass; None when another writer won a race."""
+        from shared.graph import PermanentGraphError, TransientGraphError
+
+        external_id = event.document.external_appointment_id
+        stored = self._store.load(external_id)
+        if stored.desired is None:
+            raise RetryLater("desired document not readable yet")
+        document = stored.desired.document
+        state = stored.applied or AppliedState()
+        attempt = _Attempt(event, state, stored.applied_etag, last_attempt)
+        replay = event.replay and stored.desired.version == version_key(event.document.version)
+        if is_settled(document, state, replay=replay):
+            if not state.intents or state.document is None:
+                return Result.SETTLED
+            # Only leftovers of an interrupted attempt remain: clean them up under the
+            # version already applied.
+            document = state.document
+        now = self._clock()
+        if state.lease_owner and state.lease_until > now:
+            raise _Busy(min(state.lease_until - now, 10.0))
+
+        try:
+            organizer_id = self._organizer_id(document, state)
+        except PermanentGraphError as error:
+            empty = Plan(document, (), state.generation)
+            failed = fail(state, empty, Outcome(), ErrorInfo(error.code, error.message))
+            return Result.FAILED if self._commit(external_id, failed, attempt.etag) else None
+        except TransientGraphError as error:
+            return self._transient(attempt, error)
+
+        the_plan = plan(document, state, organizer_id)
+        if not the_plan.operations:
+            done = settle(state, the_plan, Outcome())
+            return Result.APPLIED if self._commit(external_id, done, attempt.etag) else None
+        return self._apply(attempt, the_plan, now)
+
+    def _apply(self, attempt: _Attempt, the_plan: Plan, now: float) -> Result | None:
+        """Take the lease (recording the intent), run the plan, commit what it did."""
+        from shared.graph import PermanentGraphError, TransientGraphError
+
+        external_id = attempt.event.document.external_appointment_id
+        state = attempt.state
+        lease_until = now + LEASE_SECONDS
+        intents = state.intents
+        if the_plan.intent is not None and the_plan.intent not in intents:
+            intents = (*intents, the_plan.intent)
+        leased = replace(
+            state, lease_owner=uuid.uuid4().hex, lease_until=lease_until, intents=intents
+        )
+        lease_etag = self._commit(external_id, leased, attempt.etag)
+        if lease_etag is None:
+            return None
+        attempt = _Attempt(attempt.event, leased, lease_etag, attempt.last_attempt, the_plan)
+
+        try:
+            self._execute(the_plan, leased, attempt.outcome, lease_until - LEASE_MARGIN_SECONDS)
+        except PermanentGraphError as error:
+            if error.code == "meetingNotFound" and _touches_current(the_plan):
+                # Deleted outside this app (e.g. in Teams): forget it and plan again.
+                gone = replace(leased.without_meeting(), lease_owner=None, lease_until=0.0)
+                self._commit(external_id, gone, lease_etag)
+                return None
+            info = ErrorInfo(error.code, error.message)
+            failed = fail(leased, the_plan, attempt.outcome, info)
+            if self._commit(external_id, failed, lease_etag) is None:
+                return None
+            log.warning("appointment %s failed: %s", external_id, error.code)
+            return Result.FAILED
+        except TransientGraphError as error:
+            return self._transient(attempt, error)
+
+        done = settle(leased, the_plan, attempt.outcome)
+        if self._commit(external_id, done, lease_etag) is None:
+            return None  # the lease ran out and another worker moved on: plan again
+        return Result.APPLIED
+
+    def _commit(self, external_id: str, state: AppliedState, etag: str | None) -> str | None:
+        """The new ETag, or None when another writer got there first."""
+        try:
+            return self._store.commit_applied(external_id, state, etag)
+        except ConcurrencyConflict:
+            return None
+
+    def _transient(self, attempt: _Attempt, error: Exception) -> Result:
+        """Release the lease (keeping intents), then retry later or, at the end, fail."""
+        from shared.graph import TransientGraphError
+
+        event = attempt.event
+        external_id = event.document.external_appointment_id
+        state = attempt.state
+        if attempt.plan is not None:
+            state = progress(state, attempt.plan, attempt.outcome)
+        released = replace(state, lease_owner=None, lease_until=0.0)
+        if attempt.last_attempt:
+            message = (
+                "Microsoft Graph stayed unavailable through every retry; the message is in "
+                "appointment-events-poison. POST /api/appointments/{id}/reconcile replays it."
+            )
+            the_plan = attempt.plan or Plan(event.document, (), state.generation)
+            failed = fail(released, the_plan, Outcome(), ErrorInfo("graphUnavailable", message))
+            self._commit(external_id, failed, attempt.etag)
+            raise RetryLater(str(error))
+        self._commit(external_id, released, attempt.etag)
+        retry_after = error.retry_after if isinstance(error, TransientGraphError) else None
+        if retry_after is not None and retry_after > MAX_WAIT_IN_CALL:
+            raise _HandBack(retry_after)
+        raise RetryLater(str(error))
+
+    def _execute(
+        self, the_plan: Plan, state: AppliedState, outcome: Outcome, deadline: float
+    ) -> None:
+        from shared.graph import GraphError, PermanentGraphError, TransientGraphError
+
+        graph = self._graph()
+        if state.meeting_id is not None:
+            outcome.meetings[CURRENT] = MeetingFacts(
+                state.organizer_id or "",
+                state.meeting_id,
+                state.external_meeting_id or "",
+                state.join_web_url,
+                state.client_join_web_url,
+            )
+        for op in the_plan.operations:
+            if self._clock() > deadline:
+                raise TransientGraphError("lease about to expire")
+            if isinstance(op, CreateOrGetMeeting):
+                meeting = graph.create_or_get_meeting(
+                    op.organizer_id, op.external_id, op.start, op.end, op.subject
+                )
+                outcome.meetings[op.slot] = MeetingFacts(
+                    op.organizer_id, meeting.id, op.external_id, meeting.join_web_url
+                )
+                if meeting.lobby_scope == "everyone":
+                    # Anonymous browser clients wait in the lobby under every other scope.
+                    graph.restrict_lobby(op.organizer_id, meeting.id)
+                continue
+            facts = outcome.meetings[op.slot]
+            if isinstance(op, FetchClientJoinUrl):
+                facts.client_join_web_url = graph.client_join_url(
+                    facts.organizer_id, facts.meeting_id
+                )
+            elif isinstance(op, UpdateMeeting):
+                graph.update_meeting(
+                    facts.organizer_id, facts.meeting_id, op.start, op.end, op.subject
+                )
+            elif isinstance(op, DeleteMeeting):
+                graph.delete_meeting(facts.organizer_id, facts.meeting_id)
+                outcome.deleted.add(op.slot)
+            elif isinstance(op, SendSms):
+                # A text is a notification, not the appointment: a refusal becomes a warning.
+                try:
+                    graph.send_sms(facts.organizer_id, facts.meeting_id, op.kind, op.attendees)
+                except PermanentGraphError as error:
+                    outcome.warnings.append(f"SMS {op.kind} not sent: {error.message}")
+                except GraphError:
+                    outcome.warnings.append(
+                        f"SMS {op.kind} not sent: Microsoft Graph was unavailable"
+                    )
+
+
+def _touches_current(the_plan: Plan) -> bool:
+    operations: tuple[Operation, ...] = the_plan.operations
+    return any(
+        isinstance(op, (UpdateMeeting, FetchClientJoinUrl, SendSms)) and op.slot == CURRENT
+        for op in operations
+    )
