@@ -29,15 +29,18 @@ MAX_CLIENTS = 20
 DEFAULT_SUBJECT = "Virtual appointment"
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Patterns are matched with fullmatch and re.ASCII: no trailing newline, no non-ASCII digits.
 # Characters that cannot travel in a route segment or an Azure Table key.
 _KEY_FORBIDDEN = re.compile(r"[/\\#?]")
 _RFC3339 = re.compile(
-    r"^(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
-_UPN = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,255}$")
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+_GUID = re.compile(r"[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}", re.ASCII)
+_UPN = re.compile(r"[^@\s]{1,64}@[^@\s]{1,255}", re.ASCII)
+_E164 = re.compile(r"\+[1-9]\d{6,14}", re.ASCII)
+_EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+", re.ASCII)
+# Far enough from datetime's limits that any offset converts to UTC and keys stay 4 digits.
+_YEARS = range(1900, 9999)
 
 
 def parse_rfc3339(value: str) -> datetime:
@@ -47,16 +50,19 @@ def parse_rfc3339(value: str) -> datetime:
     basic format, naive values), so the shape is checked first. Digits past microseconds
     are dropped: Python datetimes cannot hold them.
     """
-    match = _RFC3339.match(value)
+    match = _RFC3339.fullmatch(value)
     if match is None:
         raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-12-01T09:00:00Z")
     date, time, fraction, offset = match.groups()
     fraction = (fraction or "")[:7]
     offset = "+00:00" if offset in ("Z", "z") else offset
     try:
-        return datetime.fromisoformat(f"{date}T{time}{fraction}{offset}")
+        moment = datetime.fromisoformat(f"{date}T{time}{fraction}{offset}")
     except ValueError as error:
         raise ValueError(f"is not a valid date-time: {error}") from None
+    if moment.year not in _YEARS:
+        raise ValueError("must be a year from 1900 to 9998")
+    return moment
 
 
 def version_key(moment: datetime) -> str:
@@ -92,14 +98,14 @@ class AppointmentClient(BaseModel):
     @field_validator("email_address")
     @classmethod
     def _email(cls, value: str | None) -> str | None:
-        if value is not None and not _EMAIL.match(value):
+        if value is not None and not _EMAIL.fullmatch(value):
             raise ValueError("must be an e-mail address")
         return value
 
     @field_validator("sms_capable_phone_number")
     @classmethod
     def _phone(cls, value: str | None) -> str | None:
-        if value is not None and not _E164.match(value):
+        if value is not None and not _E164.fullmatch(value):
             raise ValueError("must be an E.164 phone number, e.g. +12065550100")
         return value
 
@@ -122,7 +128,7 @@ class AppointmentDocument(BaseModel):
     organizer, start before end), which is how a rule across fields points at the later field.
     """
 
-    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
     external_appointment_id: Annotated[
         StrictStr, Field(alias="externalAppointmentId", min_length=1, max_length=200)
@@ -167,7 +173,8 @@ class AppointmentDocument(BaseModel):
             if info.data.get("status", "scheduled") == "scheduled":
                 raise ValueError("is required when the appointment is scheduled")
             return None
-        if not (_GUID.match(value) or _UPN.match(value)):
+        _no_control(value)
+        if not (_GUID.fullmatch(value) or _UPN.fullmatch(value)):
             raise ValueError("must be an Entra object id (GUID) or a user principal name")
         return value
 
@@ -210,7 +217,7 @@ class AppointmentDocument(BaseModel):
             return None
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # a folder name is an OSError
             raise ValueError("must be an IANA time zone name, e.g. America/New_York") from None
         return value
 
@@ -280,6 +287,16 @@ _FIELD_ALIASES = {
 }
 
 
+_TYPE_NAMES = {
+    "string_type": "a string",
+    "bool_type": "a boolean",
+    "model_type": "an object",
+    "model_attributes_type": "an object",
+    "dict_type": "an object",
+    "list_type": "an array",
+}
+
+
 def _message(error: Any) -> str:
     kind = str(error["type"])
     if kind == "missing":
@@ -288,10 +305,9 @@ def _message(error: Any) -> str:
         return str(error["ctx"]["error"])
     if kind == "literal_error":
         return "must be one of " + str(error["ctx"]["expected"])
-    if kind in ("string_type", "bool_type", "model_type", "list_type", "dict_type"):
-        return "must be a " + kind.removesuffix("_type").replace("model", "object").replace(
-            "dict", "object"
-        ).replace("bool", "boolean").replace("list", "array")
+    expected = _TYPE_NAMES.get(kind)
+    if expected is not None:
+        return f"must be {expected}"
     return str(error["msg"]).replace("String", "text").replace("List", "array")
 
 

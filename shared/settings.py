@@ -79,7 +79,12 @@ class Settings:
             credential=environ.get(prefix + "credential") or None,
             client_id=environ.get(prefix + "clientId") or None,
         )
-        secrets = tuple(s.strip() for s in environ.get("WEBHOOK_SECRETS", "").split(","))
+        raw_secrets = environ.get("WEBHOOK_SECRETS", "")
+        if raw_secrets.lstrip().startswith("@Microsoft.KeyVault("):
+            # An unresolved Key Vault reference reaches the app as its literal, public text;
+            # treating it as a secret would let anyone sign. No secret: fail closed.
+            raw_secrets = ""
+        secrets = tuple(s.strip() for s in raw_secrets.split(","))
         return cls(
             storage=storage,
             webhook_secrets=tuple(s for s in secrets if s),
@@ -92,7 +97,7 @@ class Settings:
 
 
 def _choice(name: str, environ: Mapping[str, str], allowed: tuple[str, ...]) -> str:
-    value = (environ.get(name) or allowed[0]).strip().lower()
+    value = (environ.get(name) or "").strip().lower() or allowed[0]
     if value not in allowed:
         raise SettingsError(f"{name} must be one of {', '.join(allowed)}")
     return value

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 HEADER = "X-Signature"
 SCHEME = "v1"
-_HEX_SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
-_TIMESTAMP = re.compile(r"^\d{1,12}$")
+_HEX_SHA256 = re.compile(r"[0-9a-fA-F]{64}", re.ASCII)
+_TIMESTAMP = re.compile(r"[0-9]{1,12}", re.ASCII)
 
 
 class SignatureError(Exception):
@@ -51,11 +51,11 @@ def parse(header: str | None) -> ParsedSignature:
         if not sep:
             raise SignatureError(f"malformed {HEADER} header")
         if key == "t":
-            if timestamp is not None or not _TIMESTAMP.match(value):
+            if timestamp is not None or not _TIMESTAMP.fullmatch(value):
                 raise SignatureError(f"malformed {HEADER} header: bad t")
             timestamp = int(value)
         elif key == SCHEME:
-            if not _HEX_SHA256.match(value):
+            if not _HEX_SHA256.fullmatch(value):
                 raise SignatureError(f"malformed {HEADER} header: bad {SCHEME}")
             signatures.append(bytes.fromhex(value))
     if timestamp is None or not signatures:
