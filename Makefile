@@ -31,4 +31,8 @@ check-infra: install
 	bash scripts/check-infra.sh
 
 clean:
-	rm -rf $(VENV) node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-checkov node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+## The whole app locally with no Azure tenant: Azurite, the Graph emulator and the function host.
+run: install
+	$(PY) -m devtools.run

@@ -53,6 +53,7 @@ LEASE_MARGIN_SECONDS = 25.0
 # Longer Retry-After waits than this are handed back to the queue.
 MAX_WAIT_IN_CALL = 10.0
 MAX_ROUNDS = 8
+BUSY_RETRY_SECONDS = 2.0
 
 
 class Result(Enum):
@@ -195,7 +196,8 @@ class Reconciler:
             document = state.document
         now = self._clock()
         if state.lease_owner and state.lease_until > now:
-            raise _Busy(min(state.lease_until - now, 10.0))
+            # Leases are usually released within a second; look again soon, not at expiry.
+            raise _Busy(min(state.lease_until - now, BUSY_RETRY_SECONDS))
 
         try:
             organizer_id = self._organizer_id(document, state)

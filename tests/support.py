@@ -8,6 +8,7 @@ import uuid
 from typing import Any
 
 import azure.functions as func
+from azure.functions.queue import QueueMessage
 
 from shared import signatures
 
@@ -73,3 +74,11 @@ def get_request(path: str, route_params: dict[str, str] | None = None) -> func.H
 
 def new_id() -> str:
     return f"appt-{uuid.uuid4().hex[:12]}"
+
+
+def queue_message(body: str | bytes, *, dequeue_count: int = 1) -> QueueMessage:
+    """A real azure.functions queue message, as the host hands it to the function."""
+    raw = body.encode("utf-8") if isinstance(body, str) else body
+    return QueueMessage(
+        id=uuid.uuid4().hex, body=raw, dequeue_count=dequeue_count, pop_receipt="receipt"
+    )

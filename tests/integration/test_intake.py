@@ -431,3 +431,13 @@ def test_logs_never_carry_client_details(
     ):
         assert secret_value not in caplog.text
     assert doc["externalAppointmentId"] in caplog.text
+
+
+def test_unresolved_key_vault_reference_is_no_secret(
+    event_queue: QueueClient, reconfigure: Any
+) -> None:
+    reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/webhook-secrets/)"
+    reconfigure(WEBHOOK_SECRETS=reference)
+    status, _, _ = post(encode(document()), secret=reference)
+    assert status == 503
+    assert queued(event_queue) == []

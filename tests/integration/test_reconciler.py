@@ -1,0 +1,533 @@
+"""The reconciler on real Azurite and the Graph emulator over real HTTP, through the queue function.
+
+Every row of the contract's Graph call-count table is asserted exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from azure.storage.queue import QueueClient
+
+from devtools.azurite import Azurite
+from devtools.graph_emulator import GraphEmulator
+from shared import runtime
+from shared.documents import parse_document
+from shared.events import AppointmentEvent
+from shared.http_api import get_appointment, reconcile_appointment
+from shared.queue_functions import reconcile_appointment_event
+from shared.reconciler import LEASE_SECONDS, Reconciler, Result, RetryLater
+from shared.settings import POISON_QUEUE_NAME, queue_semantics
+from tests.conftest import clear_app_caches
+from tests.integration.queue_host import drain
+from tests.support import get_request, new_id, queue_message
+
+ALEX = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e01"
+MEGAN = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e02"
+NO_POLICY = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e03"
+ALEX_UPN = "alex.wilber@contoso.onmicrosoft.com"
+
+
+@pytest.fixture
+def emulator(graph: GraphEmulator) -> Iterator[GraphEmulator]:
+    graph.reset()
+    yield graph
+    graph.reset()
+
+
+@pytest.fixture
+def poison(azurite: Azurite, event_queue: QueueClient) -> QueueClient:
+    return QueueClient.from_connection_string(azurite.connection_string, POISON_QUEUE_NAME)
+
+
+def doc(external_id: str, minute: int, **fields: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "externalAppointmentId": external_id,
+        "lastModifiedDateTime": f"2026-11-20T10:{minute:02d}:00Z",
+        "organizer": ALEX,
+        "startDateTime": "2026-12-01T09:00:00Z",
+        "endDateTime": "2026-12-01T09:30:00Z",
+        "subject": "Consultation",
+        "timeZone": "America/Chicago",
+        "appointmentClients": [
+            {"displayName": "Sam Client", "smsCapablePhoneNumber": "+13125550123"}
+        ],
+    }
+    body.update(fields)
+    return body
+
+
+def message(body: dict[str, Any], *, replay: bool = False) -> str:
+    parsed = parse_document(body)
+    assert not isinstance(parsed, list), parsed
+    return AppointmentEvent(parsed, "corr-test", replay=replay).to_message()
+
+
+def deliver(body: dict[str, Any], *, dequeue_count: int = 1) -> None:
+    reconcile_appointment_event(queue_message(message(body), dequeue_count=dequeue_count))
+
+
+def record(external_id: str) -> dict[str, Any]:
+    response = get_appointment(
+        get_request(f"appointments/{external_id}", {"externalAppointmentId": external_id})
+    )
+    assert response.status_code == 200
+    return dict(json.loads(response.get_body()))
+
+
+def counts(emulator: GraphEmulator) -> dict[str, int]:
+    return {k: v for k, v in emulator.call_counts().items() if k != "token" and v}
+
+
+def live(emulator: GraphEmulator) -> list[Any]:
+    return emulator.meetings()
+
+
+# --- the call-count table ------------------------------------------------------------------
+
+
+def test_new_scheduled_creates_meeting_and_browser_link(emulator: GraphEmulator) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0))
+
+    assert counts(emulator) == {"createOrGet": 1, "getJoinWebUrl": 1}
+    [meeting] = live(emulator)
+    assert meeting.user_id == ALEX
+    assert meeting.lobby_bypass_scope != "everyone"
+    state = record(external_id)
+    assert state["status"] == "scheduled"
+    assert state["pending"] is False
+    assert state["id"] == meeting.id
+    assert state["joinWebUrl"] == meeting.join_web_url
+    assert state["appointmentClientJoinWebUrl"].startswith("https://visit.teams.microsoft.com/")
+    assert state["organizerId"] == ALEX
+    assert state["lastModifiedDateTime"] == "2026-11-20T10:00:00Z"
+    assert "error" not in state
+
+
+def test_new_scheduled_with_sms_sends_one_confirmation(emulator: GraphEmulator) -> None:
+    deliver(doc(new_id(), 0, settings={"sendSmsNotifications": True}))
+    assert counts(emulator) == {"createOrGet": 1, "getJoinWebUrl": 1, "sendSms": 1}
+    [sms] = emulator.sms_sent()
+    assert sms.message_type == "confirmation"
+    assert sms.phone_numbers == ["+13125550123"]
+    assert sms.time_zones == ["Central Standard Time"]
+
+
+def test_meeting_that_admits_everyone_is_patched_to_keep_clients_in_the_lobby(
+    emulator: GraphEmulator,
+) -> None:
+    emulator.default_lobby_scope = "everyone"
+    deliver(doc(new_id(), 0))
+    assert counts(emulator) == {"createOrGet": 1, "updateMeeting": 1, "getJoinWebUrl": 1}
+    [meeting] = live(emulator)
+    assert meeting.lobby_bypass_scope == "organizer"
+
+
+def test_no_browser_link_when_clients_use_the_teams_link(emulator: GraphEmulator) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0, settings={"allowClientToJoinUsingBrowser": False}))
+    assert counts(emulator) == {"createOrGet": 1}
+    assert record(external_id)["appointmentClientJoinWebUrl"] is None
+
+
+def test_time_change_is_one_patch_plus_reschedule_sms(emulator: GraphEmulator) -> None:
+    external_id = new_id()
+    sms = {"sendSmsNotifications": True}
+    deliver(doc(external_id, 0, settings=sms))
+    emulator.reset_calls()
+
+    deliver(doc(external_id, 1, settings=sms, startDateTime="2026-12-01T11:00:00-05:00",
+                endDateTime="2026-12-01T11:45:00-05:00"))
+
+    assert counts(emulator) == {"updateMeeting": 1, "sendSms": 1}
+    [meeting] = live(emulator)
+    assert (meeting.start, meeting.end) == ("2026-12-01T16:00:00Z", "2026-12-01T16:45:00Z")
+    assert [s.message_type for s in emulator.sms_sent()] == ["confirmation", "reschedule"]
+    assert record(external_id)["startDateTime"] == "2026-12-01T11:00:00-05:00"
+
+
+def test_subject_change_is_one_patch_and_no_sms(emulator: GraphEmulator) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0, settings={"sendSmsNotifications": True}))
+    emulator.reset_calls()
+    deliver(doc(external_id, 1, subject="Renamed", settings={"sendSmsNotifications": True}))
+    assert counts(emulator) == {"updateMeeting": 1}
+    assert live(emulator)[0].subject == "Renamed"
+
+
+def test_same_instant_in_another_offset_is_not_a_change(emulator: GraphEmulator) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0))
+    emulator.reset_calls()
+    deliver(doc(external_id, 1, startDateTime="2026-12-01T10:00:00+01:00",
+                endDateTime="2026-12-01T10:30:00+01:00"))
+    assert counts(emulator) == {}
+    assert record(external_id)["lastModifiedDateTime"] == "2026-11-20T10:01:00Z"
+
+
+def test_organizer_change_moves_the_meeting(emulator: GraphEmulator) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0))
+    [old] = live(emulator)
+    emulator.reset_calls()
+
+    deliver(doc(external_id, 1, organizer=MEGAN))
+
+    assert counts(emulator) == {"createOrGet": 1, "getJoinWebUrl": 1, "deleteMeeting": 1}
+    [new] = live(emulator)
+    assert new.user_id == MEGAN
+    assert new.external_id != old.external_id
+    state = record(external_id)
+    assert (state["id"], state["organizerId"]) == (new.id, MEGAN)
+
+
+def test_cancellation_texts_before_it_deletes(emulator: GraphEmulator) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0, settings={"sendSmsNotifications": True}))
+    emulator.reset_calls()
+
+    # A minimal cancellation: clients and settings come from the last applied version.
+    deliver({"externalAppointmentId": external_id, "lastModifiedDateTime":
+             "2026-11-20T10:01:00Z", "status": "cancelled"})
+
+    assert counts(emulator) == {"sendSms": 1, "deleteMeeting": 1}
+    assert [c.operation for c in emulator.calls() if c.operation != "token"] == [
+        "sendSms",
+        "deleteMeeting",
+    ]
+    assert emulator.sms_sent()[-1].message_type == "cancellation"
+    assert live(emulator) == []
+    state = record(external_id)
+    assert state["status"] == "cancelled"
+    assert state["id"] is None
+    assert state["joinWebUrl"] is None
+
+
+def test_duplicate_and_stale_versions_make_no_graph_call(emulator: GraphEmulator) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 5))
+    emulator.reset_calls()
+
+    deliver(doc(external_id, 5, subject="duplicate: the first received wins"))
+    deliver(doc(external_id, 4, subject="stale"))
+
+    assert counts(emulator) == {}
+    assert record(external_id)["subject"] == "Consultation"
+
+
+def test_first_document_cancelled_is_recorded_without_graph(emulator: GraphEmulator) -> None:
+    external_id = new_id()
+    deliver({"externalAppointmentId": external_id, "lastModifiedDateTime":
+             "2026-11-20T10:00:00Z", "status": "cancelled"})
+    assert counts(emulator) == {}
+    state = record(external_id)
+    assert state["status"] == "cancelled"
+    assert state["id"] is None
+
+
+def test_cancel_then_reschedule_gets_a_fresh_meeting(emulator: GraphEmulator) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0))
+    [first] = live(emulator)
+    deliver({"externalAppointmentId": external_id, "lastModifiedDateTime":
+             "2026-11-20T10:01:00Z", "status": "cancelled"})
+    emulator.reset_calls()
+
+    deliver(doc(external_id, 2))
+
+    assert counts(emulator) == {"createOrGet": 1, "getJoinWebUrl": 1}
+    [second] = live(emulator)
+    assert second.id != first.id
+    assert second.external_id != first.external_id
+    assert record(external_id)["status"] == "scheduled"
+
+
+# --- organizers ----------------------------------------------------------------------------
+
+
+def test_upn_organizer_is_resolved_once_and_cached_in_the_table(emulator: GraphEmulator) -> None:
+    deliver(doc(new_id(), 0, organizer=ALEX_UPN))
+    assert emulator.call_counts().get("getUser") == 1
+    deliver(doc(new_id(), 0, organizer=ALEX_UPN.upper()))
+    assert emulator.call_counts().get("getUser") == 1
+    assert {m.user_id for m in live(emulator)} == {ALEX}
+
+
+# --- SMS is a notification, not the appointment --------------------------------------------
+
+
+def test_sms_off_sends_nothing_and_non_us_numbers_are_skipped_with_a_warning(
+    emulator: GraphEmulator,
+) -> None:
+    quiet = new_id()
+    deliver(doc(quiet, 0))
+    assert emulator.sms_sent() == []
+
+    mixed = new_id()
+    clients = [
+        {"displayName": "A", "smsCapablePhoneNumber": "+442071838750"},
+        {"displayName": "B", "smsCapablePhoneNumber": "+13125550199"},
+    ]
+    deliver(doc(mixed, 0, appointmentClients=clients, settings={"sendSmsNotifications": True}))
+    assert emulator.sms_sent()[-1].phone_numbers == ["+13125550199"]
+    state = record(mixed)
+    assert state["status"] == "scheduled"
+    assert state["warnings"] == [
+        "appointmentClients/0: SMS not sent; Microsoft Graph texts US numbers only"
+    ]
+
+
+def test_sms_refused_by_graph_is_a_warning_not_a_failure(emulator: GraphEmulator) -> None:
+    emulator.granted_roles.discard("VirtualAppointmentNotification.Send")
+    external_id = new_id()
+    deliver(doc(external_id, 0, settings={"sendSmsNotifications": True}))
+    state = record(external_id)
+    assert state["status"] == "scheduled"
+    [warning] = state["warnings"]
+    assert "VirtualAppointmentNotification.Send" in warning
+
+
+# --- permanent errors ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("organizer", "code"),
+    [
+        (NO_POLICY, "accessPolicyMissing"),
+        ("00000000-0000-4000-8000-000000000000", "organizerNotFound"),
+        ("nobody@contoso.onmicrosoft.com", "organizerNotFound"),
+    ],
+)
+def test_permanent_errors_fail_the_version_with_a_clear_error(
+    emulator: GraphEmulator, organizer: str, code: str
+) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0, organizer=organizer))
+    state = record(external_id)
+    assert state["status"] == "failed"
+    assert state["error"]["code"] == code
+    assert state["error"]["message"]
+    assert state["pending"] is False
+    calls = sum(counts(emulator).values())
+    deliver(doc(external_id, 0, organizer=organizer))  # redelivery: not retried forever
+    assert sum(counts(emulator).values()) == calls
+
+
+def test_missing_app_role_fails_but_keeps_the_created_meeting(emulator: GraphEmulator) -> None:
+    emulator.granted_roles.discard("VirtualAppointment.ReadWrite.All")
+    external_id = new_id()
+    deliver(doc(external_id, 0))
+    state = record(external_id)
+    assert state["status"] == "failed"
+    assert state["error"]["code"] == "appRoleMissing"
+    assert "VirtualAppointment.ReadWrite.All" in state["error"]["message"]
+    [meeting] = live(emulator)
+    assert state["id"] == meeting.id  # recorded, so never orphaned
+
+    # The operator grants the role and replays: the same meeting gets its browser link.
+    emulator.granted_roles.add("VirtualAppointment.ReadWrite.All")
+    emulator.reset_calls()
+    response = reconcile_appointment(
+        get_request(f"appointments/{external_id}/reconcile", {"externalAppointmentId": external_id})
+    )
+    assert response.status_code == 202
+    replay = json.loads(response.get_body())["accepted"][0]
+    assert replay["externalAppointmentId"] == external_id
+    body = doc(external_id, 0)
+    reconcile_appointment_event(queue_message(message(body, replay=True)))
+    state = record(external_id)
+    assert state["status"] == "scheduled"
+    assert live(emulator) == [m for m in live(emulator) if m.id == meeting.id]
+    assert state["appointmentClientJoinWebUrl"]
+
+
+def test_replay_after_granting_the_access_policy(emulator: GraphEmulator) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0, organizer=NO_POLICY))
+    assert record(external_id)["error"]["code"] == "accessPolicyMissing"
+
+    emulator.add_user(NO_POLICY, "no.policy@contoso.onmicrosoft.com", access_policy=True)
+    try:
+        reconcile_appointment_event(queue_message(message(doc(external_id, 0, organizer=NO_POLICY),
+                                                          replay=True)))
+        state = record(external_id)
+        assert state["status"] == "scheduled"
+        assert "error" not in state
+    finally:
+        emulator.add_user(NO_POLICY, "no.policy@contoso.onmicrosoft.com", access_policy=False)
+
+
+def test_meeting_deleted_outside_the_app_is_recreated(emulator: GraphEmulator) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0))
+    [first] = live(emulator)
+    state = record(external_id)
+    runtime.graph_gateway().delete_meeting(ALEX, state["id"])
+
+    deliver(doc(external_id, 1, subject="Moved"))
+
+    [second] = live(emulator)
+    assert second.id != first.id
+    assert second.subject == "Moved"
+    assert record(external_id)["id"] == second.id
+
+
+# --- transient errors ----------------------------------------------------------------------
+
+
+def test_short_throttling_is_retried_inside_the_call(emulator: GraphEmulator) -> None:
+    emulator.inject_fault(operation="createOrGet", status=429, retry_after=1, count=1)
+    emulator.inject_fault(operation="getJoinWebUrl", status=503, count=1)
+    external_id = new_id()
+    deliver(doc(external_id, 0))
+    assert counts(emulator) == {"createOrGet": 2, "getJoinWebUrl": 2}
+    assert len(live(emulator)) == 1
+    assert record(external_id)["status"] == "scheduled"
+
+
+def test_long_retry_after_hands_the_message_back_to_the_queue(
+    emulator: GraphEmulator, event_queue: QueueClient
+) -> None:
+    emulator.inject_fault(operation="createOrGet", status=429, retry_after=45, count=1)
+    external_id = new_id()
+    deliver(doc(external_id, 0))
+
+    assert counts(emulator) == {"createOrGet": 1}
+    assert record(external_id)["status"] == "pending"
+    assert list(event_queue.peek_messages()) == []  # invisible for the Retry-After
+    props = event_queue.get_queue_properties()
+    assert props.approximate_message_count == 1
+
+
+def test_outage_beyond_the_budget_raises_for_the_queue_to_retry(emulator: GraphEmulator) -> None:
+    emulator.inject_fault(operation="createOrGet", status=503, count=10)
+    with pytest.raises(RetryLater):
+        deliver(doc(new_id(), 0))
+    assert live(emulator) == []
+
+
+def test_a_message_that_keeps_failing_ends_in_poison_and_the_record_says_failed(
+    emulator: GraphEmulator, event_queue: QueueClient, poison: QueueClient
+) -> None:
+    # 500 is not retried inside the call, so each delivery fails fast.
+    emulator.inject_fault(operation="createOrGet", status=500, count=1000)
+    external_id = new_id()
+    event_queue.send_message(message(doc(external_id, 0)))
+
+    outcome = drain(event_queue, poison, reconcile_appointment_event, deadline_seconds=120)
+
+    assert outcome["poisoned"] == 1
+    assert outcome["failed"] == queue_semantics().max_dequeue_count
+    [parked] = list(poison.peek_messages())
+    assert json.loads(parked.content)["externalAppointmentId"] == external_id
+    state = record(external_id)
+    assert state["status"] == "failed"
+    assert state["error"]["code"] == "graphUnavailable"
+
+    # After the outage, a replay applies the kept document.
+    emulator.clear_faults()
+    reconcile_appointment(
+        get_request(f"appointments/{external_id}/reconcile", {"externalAppointmentId": external_id})
+    )
+    drain(event_queue, poison, reconcile_appointment_event)
+    assert record(external_id)["status"] == "scheduled"
+    assert len(live(emulator)) == 1
+
+
+def test_malformed_queue_messages_are_parked_not_crashing(
+    emulator: GraphEmulator, event_queue: QueueClient, poison: QueueClient
+) -> None:
+    for garbage in (b"\xff\xfe", b"{}", b"[]", b'{"document": {"externalAppointmentId": 1}}'):
+        reconcile_appointment_event(queue_message(garbage))
+    assert len(list(poison.peek_messages(max_messages=10))) == 4
+    assert counts(emulator) == {}
+
+
+# --- concurrency and crashes ---------------------------------------------------------------
+
+
+def test_two_workers_on_the_same_appointment_converge(
+    emulator: GraphEmulator, event_queue: QueueClient, poison: QueueClient
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    emulator.latency = 0.05
+    external_id = new_id()
+    versions = [doc(external_id, minute, subject=f"v{minute}") for minute in range(6)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        list(pool.map(lambda body: _deliver_or_queue(body, event_queue), versions * 2))
+    drain(event_queue, poison, reconcile_appointment_event)
+
+    [meeting] = live(emulator)
+    assert meeting.subject == "v5"
+    state = record(external_id)
+    assert (state["status"], state["id"], state["pending"]) == ("scheduled", meeting.id, False)
+
+
+def _deliver_or_queue(body: dict[str, Any], queue: QueueClient) -> None:
+    try:
+        deliver(body)
+    except RetryLater:
+        queue.send_message(message(body))
+
+
+def test_crash_between_create_and_commit_then_redelivery_makes_no_second_meeting(
+    emulator: GraphEmulator, app_environment: dict[str, str]
+) -> None:
+    external_id = new_id()
+    body = doc(external_id, 0)
+    emulator.latency = 1.0  # long enough to kill the worker after createOrGet
+    script = (
+        "import sys; from shared.queue_functions import reconcile_appointment_event as f; "
+        "from tests.support import queue_message; "
+        "f(queue_message(sys.stdin.read()))"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, "-c", script],
+        stdin=subprocess.PIPE,
+        env={**os.environ, **app_environment},
+        cwd=os.getcwd(),
+    )
+    assert worker.stdin is not None
+    worker.stdin.write(message(body).encode())
+    worker.stdin.close()
+    deadline = time.monotonic() + 30
+    while emulator.call_counts().get("createOrGet", 0) < 1:
+        assert time.monotonic() < deadline, "worker never called createOrGet"
+        time.sleep(0.02)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(timeout=10)
+    emulator.latency = 0.0
+    assert len(live(emulator)) == 1  # created, never recorded as the current meeting
+
+    # Redelivery after the lease expires (visibility timeout < lease, so it may defer first).
+    later = Reconciler(
+        runtime.store(),
+        runtime.queue(),
+        runtime.graph_gateway,
+        queue_semantics(),
+        clock=lambda: time.time() + LEASE_SECONDS + 1,
+    )
+    assert later.handle(message(body), 2) is Result.APPLIED
+
+    [meeting] = live(emulator)
+    assert emulator.call_counts()["createOrGet"] == 2  # the second found the first meeting
+    state = record(external_id)
+    assert (state["status"], state["id"]) == ("scheduled", meeting.id)
+
+
+def test_token_endpoint_is_hit_once_per_process_not_per_message(emulator: GraphEmulator) -> None:
+    clear_app_caches()  # a fresh worker process: new credential, new client
+    for minute in range(3):
+        deliver(doc(new_id(), minute))
+    assert emulator.token_requests() == 1
+    assert emulator.call_counts()["createOrGet"] == 3
