@@ -205,11 +205,12 @@ _EVOLVABLE_LOBBY_SCOPES: Final = frozenset(
 )
 _SMS_MESSAGE_TYPES: Final = frozenset({"confirmation", "reschedule", "cancellation"})
 _REMINDER_TYPES: Final = frozenset({"mins15"})
-_US_E164: Final = re.compile(r"^\+1\d{10}$")
+# fullmatch + ASCII: `\d` would take any Unicode digit and `$` would allow a trailing newline.
+_US_E164: Final = re.compile(r"\+1[0-9]{10}", re.ASCII)
 # OData Edm.DateTimeOffset: the offset is mandatory (a naive Python datetime serialised by
 # kiota has none, and Graph refuses it).
 _DATETIME_OFFSET: Final = re.compile(
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})$"
+    r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})", re.ASCII
 )
 _USER_SELECTABLE: Final = frozenset(
     {
@@ -405,7 +406,7 @@ def _is_annotation(key: str) -> bool:
 
 
 def _parse_datetime(value: Any, name: str) -> datetime:
-    if not isinstance(value, str) or not _DATETIME_OFFSET.match(value):
+    if not isinstance(value, str) or not _DATETIME_OFFSET.fullmatch(value):
         raise _GraphError(
             400,
             "BadRequest",
@@ -513,6 +514,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "GraphEmulator/1.0"
     sys_version = ""
+    disable_nagle_algorithm = True  # small JSON answers must not wait for delayed ACKs
     timeout = 30  # idle keep-alive connections end; a dead client cannot pin a thread forever
 
     def log_message(self, format: str, *args: Any) -> None:
@@ -594,11 +596,15 @@ class GraphEmulator:
         self.default_lobby_scope: str = default_lobby_scope
         #: The App Service ``IDENTITY_HEADER`` secret the token endpoint demands.
         self.identity_header: str = secrets.token_urlsafe(24)
+        #: Whether Graph calls need a token issued for this emulator's origin (as real Graph
+        #: checks the audience): catches an app that derives its token scope wrongly.
+        self.check_audience: bool = True
         #: The tenant id that appears in join links and organizer identities.
         self.tenant_id: str = str(uuid.uuid4())
 
         self._lock = threading.Lock()
         self._server: _Server | None = None
+        self._bound_port = 0
         self._thread: threading.Thread | None = None
         self._users: dict[str, SeededUser] = {}
         self._reset_state()
@@ -606,14 +612,19 @@ class GraphEmulator:
     # ----------------------------------------------------------------- lifecycle
 
     def start(self) -> GraphEmulator:
-        """Bind and serve in a daemon thread; returns ``self`` for ``GraphEmulator().start()``."""
+        """Bind and serve in a daemon thread; returns ``self`` for ``GraphEmulator().start()``.
+
+        A restart after :meth:`stop` binds the same port again and keeps all state, so tests can
+        simulate a Graph outage without changing the app's ``GRAPH_BASE_URL``.
+        """
         if self._server is not None:
             raise RuntimeError("the emulator is already running")
-        server = _Server((self._host, self._requested_port), self)
+        server = _Server((self._host, self._requested_port or self._bound_port), self)
         self._server = server
+        self._bound_port = int(server.server_address[1])
         self._thread = threading.Thread(
             target=server.serve_forever,
-            kwargs={"poll_interval": 0.05},
+            kwargs={"poll_interval": 0.5},
             name=f"graph-emulator:{server.server_address[1]}",
             daemon=True,
         )
@@ -625,7 +636,15 @@ class GraphEmulator:
         server, thread = self._server, self._thread
         if server is None:
             return
-        server.shutdown()
+        # shutdown() waits for serve_forever() to notice, which it does only between polls or
+        # requests: poke it with empty connections so a stop takes milliseconds, not a poll.
+        stopper = threading.Thread(target=server.shutdown, daemon=True)
+        stopper.start()
+        address = (str(server.server_address[0]), int(server.server_address[1]))
+        while stopper.is_alive():
+            with contextlib.suppress(OSError), socket.create_connection(address, timeout=0.2):
+                pass
+            stopper.join(0.01)
         server.server_close()
         server.close_connections()
         if thread is not None:
@@ -853,14 +872,18 @@ class GraphEmulator:
             return self._token_requests
 
     def reset(self) -> None:
-        """Forget meetings, calls, faults, SMS and the token count; restore the constructor's
-        latency, roles and default lobby scope. Users and issued tokens stay, so an app holding a
-        cached token keeps working across test cases (use :meth:`revoke_tokens` for 401s)."""
+        """Forget meetings, calls, faults, SMS and the token count.
+
+        Also restores the constructor's latency, roles and default lobby scope, and the audience
+        check. Users and issued tokens stay, so an app holding a cached token keeps working
+        across test cases (use :meth:`revoke_tokens` to provoke 401s).
+        """
         with self._lock:
             self._reset_state(keep_tokens=True)
             self.latency = self._initial_latency
             self.granted_roles = set(self._initial_roles)
             self.default_lobby_scope = self._initial_lobby_scope
+            self.check_audience = True
 
     def state(self) -> dict[str, Any]:
         """Everything, JSON-ready (what ``GET /_emulator/state`` returns)."""
@@ -931,7 +954,7 @@ class GraphEmulator:
         self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str]
     ) -> _Response:
         """App Service's managed identity endpoint, api-version 2019-08-01."""
-        status = 200
+        status = 500
         try:
             response = self._issue_token(method, query, headers)
             status = response.status
@@ -1184,6 +1207,17 @@ class GraphEmulator:
                 "Lifetime validation failed, the token is expired.",
                 headers=challenge,
             )
+        if self.check_audience:
+            audiences = {self.origin, "http://" + headers.get("host", "").rstrip("/")}
+            if issued.resource.rstrip("/") not in audiences:
+                raise _GraphError(
+                    401,
+                    "InvalidAuthenticationToken",
+                    f"Access token validation failure. Invalid audience: the token was issued "
+                    f"for {issued.resource!r}; this Graph expects {self.origin!r} (scope "
+                    "GRAPH_BASE_URL origin + '/.default').",
+                    headers=challenge,
+                )
 
     # ----------------------------------------------------------------- graph operations
     # Each runs with the lock held and must not sleep.
@@ -1523,7 +1557,7 @@ class GraphEmulator:
             attendee = _require_object(item, f"attendees[{index}] value")
             _reject_unknown_keys(attendee, {"phoneNumber", "timeZone"}, "attendeeNotificationInfo")
             phone = attendee.get("phoneNumber")
-            if not isinstance(phone, str) or not _US_E164.match(phone):
+            if not isinstance(phone, str) or not _US_E164.fullmatch(phone):
                 raise _GraphError(
                     400,
                     "BadRequest",

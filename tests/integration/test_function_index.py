@@ -1,0 +1,102 @@
+"""What the Functions host sees when it indexes the app, checked in a clean interpreter.
+
+A deployment that imports but registers nothing shows "0 functions found"; one whose webhook
+path imports the Graph SDK pays over a second on every cold start. Both are caught here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Any
+
+INDEX_SCRIPT = """
+import json, sys
+import function_app
+functions = function_app.app.get_functions()
+print(json.dumps({
+    "functions": {f.get_function_name(): json.loads(f.get_function_json()) for f in functions},
+    "graph_sdk_loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("msgraph", "kiota_http", "msgraph_core")),
+}))
+"""
+
+WEBHOOK_SCRIPT = """
+import json, sys, time
+import azure.functions as func
+from shared import signatures
+import function_app
+body = json.dumps({"externalAppointmentId": "cold-start", "lastModifiedDateTime": "2026-01-01T00:00:00Z",
+                   "status": "cancelled"}).encode()
+header = signatures.sign(sys.argv[1], int(time.time()), body)
+request = func.HttpRequest(method="POST", url="http://localhost/api/webhooks/appointments",
+                           headers={"Content-Type": "application/json", "X-Signature": header}, body=body)
+from shared.http_api import receive_appointments
+response = receive_appointments(request)
+print(json.dumps({"status": response.status_code,
+                  "graph_sdk_loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("msgraph", "kiota_http", "msgraph_core"))}))
+"""
+
+
+def run(script: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    completed = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+    )
+    return dict(json.loads(completed.stdout.strip().splitlines()[-1]))
+
+
+def test_the_host_finds_every_function_with_its_bindings() -> None:
+    index = run(INDEX_SCRIPT)
+    functions = index["functions"]
+    assert set(functions) == {
+        "receive_appointments",
+        "get_appointment",
+        "reconcile_appointment",
+        "health",
+        "reconcile_appointment_event",
+    }
+    http = {
+        name: next(b for b in spec["bindings"] if b["type"] == "httpTrigger")
+        for name, spec in functions.items()
+        if name != "reconcile_appointment_event"
+    }
+    assert {name: (b["route"], b["methods"], b["authLevel"]) for name, b in http.items()} == {
+        "receive_appointments": ("webhooks/appointments", ["POST"], "FUNCTION"),
+        "get_appointment": ("appointments/{externalAppointmentId}", ["GET"], "FUNCTION"),
+        "reconcile_appointment": (
+            "appointments/{externalAppointmentId}/reconcile",
+            ["POST"],
+            "FUNCTION",
+        ),
+        "health": ("health", ["GET"], "ANONYMOUS"),
+    }
+    [trigger] = functions["reconcile_appointment_event"]["bindings"]
+    assert trigger == {
+        "direction": "IN",
+        "type": "queueTrigger",
+        "name": "msg",
+        "queueName": "appointment-events",
+        "connection": "AzureWebJobsStorage",
+    }
+    assert all(spec["scriptFile"] == "function_app.py" for spec in functions.values())
+
+
+def test_indexing_and_the_webhook_path_never_import_the_graph_sdk(
+    app_environment: dict[str, str],
+) -> None:
+    assert run(INDEX_SCRIPT)["graph_sdk_loaded"] == []
+    served = run(WEBHOOK_SCRIPT, app_environment["WEBHOOK_SECRETS"], env=app_environment)
+    assert served == {"status": 202, "graph_sdk_loaded": []}
+
+
+def test_host_json_reads_queue_messages_as_plain_text() -> None:
+    with open("host.json") as handle:
+        queues = json.load(handle)["extensions"]["queues"]
+    # The intake sends plain JSON; base64 (the host's default) would fail every message.
+    assert queues["messageEncoding"] == "none"
