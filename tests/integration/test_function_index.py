@@ -12,31 +12,43 @@ import subprocess
 import sys
 from typing import Any
 
-INDEX_SCRIPT = """
-import json, sys
+GRAPH_SDK = """
+def graph_sdk_loaded():
+    roots = ("msgraph", "kiota_http", "msgraph_core")
+    return sorted(m for m in sys.modules if m.split(".")[0] in roots)
+"""
+
+INDEX_SCRIPT = (
+    "import json, sys\n"
+    + GRAPH_SDK
+    + """
 import function_app
 functions = function_app.app.get_functions()
 print(json.dumps({
     "functions": {f.get_function_name(): json.loads(f.get_function_json()) for f in functions},
-    "graph_sdk_loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("msgraph", "kiota_http", "msgraph_core")),
+    "graph_sdk_loaded": graph_sdk_loaded(),
 }))
 """
+)
 
-WEBHOOK_SCRIPT = """
-import json, sys, time
+WEBHOOK_SCRIPT = (
+    "import json, sys, time\n"
+    + GRAPH_SDK
+    + """
 import azure.functions as func
 from shared import signatures
 import function_app
-body = json.dumps({"externalAppointmentId": "cold-start", "lastModifiedDateTime": "2026-01-01T00:00:00Z",
-                   "status": "cancelled"}).encode()
-header = signatures.sign(sys.argv[1], int(time.time()), body)
-request = func.HttpRequest(method="POST", url="http://localhost/api/webhooks/appointments",
-                           headers={"Content-Type": "application/json", "X-Signature": header}, body=body)
 from shared.http_api import receive_appointments
+body = json.dumps({"externalAppointmentId": "cold-start", "status": "cancelled",
+                   "lastModifiedDateTime": "2026-01-01T00:00:00Z"}).encode()
+headers = {"Content-Type": "application/json",
+           "X-Signature": signatures.sign(sys.argv[1], int(time.time()), body)}
+request = func.HttpRequest(method="POST", url="http://localhost/api/webhooks/appointments",
+                           headers=headers, body=body)
 response = receive_appointments(request)
-print(json.dumps({"status": response.status_code,
-                  "graph_sdk_loaded": sorted(m for m in sys.modules if m.split(".")[0] in ("msgraph", "kiota_http", "msgraph_core"))}))
+print(json.dumps({"status": response.status_code, "graph_sdk_loaded": graph_sdk_loaded()}))
 """
+)
 
 
 def run(script: str, *args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
