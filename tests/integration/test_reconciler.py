@@ -145,8 +145,15 @@ def test_time_change_is_one_patch_plus_reschedule_sms(emulator: GraphEmulator) -
     deliver(doc(external_id, 0, settings=sms))
     emulator.reset_calls()
 
-    deliver(doc(external_id, 1, settings=sms, startDateTime="2026-12-01T11:00:00-05:00",
-                endDateTime="2026-12-01T11:45:00-05:00"))
+    deliver(
+        doc(
+            external_id,
+            1,
+            settings=sms,
+            startDateTime="2026-12-01T11:00:00-05:00",
+            endDateTime="2026-12-01T11:45:00-05:00",
+        )
+    )
 
     assert counts(emulator) == {"updateMeeting": 1, "sendSms": 1}
     [meeting] = live(emulator)
@@ -168,8 +175,14 @@ def test_same_instant_in_another_offset_is_not_a_change(emulator: GraphEmulator)
     external_id = new_id()
     deliver(doc(external_id, 0))
     emulator.reset_calls()
-    deliver(doc(external_id, 1, startDateTime="2026-12-01T10:00:00+01:00",
-                endDateTime="2026-12-01T10:30:00+01:00"))
+    deliver(
+        doc(
+            external_id,
+            1,
+            startDateTime="2026-12-01T10:00:00+01:00",
+            endDateTime="2026-12-01T10:30:00+01:00",
+        )
+    )
     assert counts(emulator) == {}
     assert record(external_id)["lastModifiedDateTime"] == "2026-11-20T10:01:00Z"
 
@@ -196,8 +209,13 @@ def test_cancellation_texts_before_it_deletes(emulator: GraphEmulator) -> None:
     emulator.reset_calls()
 
     # A minimal cancellation: clients and settings come from the last applied version.
-    deliver({"externalAppointmentId": external_id, "lastModifiedDateTime":
-             "2026-11-20T10:01:00Z", "status": "cancelled"})
+    deliver(
+        {
+            "externalAppointmentId": external_id,
+            "lastModifiedDateTime": "2026-11-20T10:01:00Z",
+            "status": "cancelled",
+        }
+    )
 
     assert counts(emulator) == {"sendSms": 1, "deleteMeeting": 1}
     assert [c.operation for c in emulator.calls() if c.operation != "token"] == [
@@ -226,8 +244,13 @@ def test_duplicate_and_stale_versions_make_no_graph_call(emulator: GraphEmulator
 
 def test_first_document_cancelled_is_recorded_without_graph(emulator: GraphEmulator) -> None:
     external_id = new_id()
-    deliver({"externalAppointmentId": external_id, "lastModifiedDateTime":
-             "2026-11-20T10:00:00Z", "status": "cancelled"})
+    deliver(
+        {
+            "externalAppointmentId": external_id,
+            "lastModifiedDateTime": "2026-11-20T10:00:00Z",
+            "status": "cancelled",
+        }
+    )
     assert counts(emulator) == {}
     state = record(external_id)
     assert state["status"] == "cancelled"
@@ -238,8 +261,13 @@ def test_cancel_then_reschedule_gets_a_fresh_meeting(emulator: GraphEmulator) ->
     external_id = new_id()
     deliver(doc(external_id, 0))
     [first] = live(emulator)
-    deliver({"externalAppointmentId": external_id, "lastModifiedDateTime":
-             "2026-11-20T10:01:00Z", "status": "cancelled"})
+    deliver(
+        {
+            "externalAppointmentId": external_id,
+            "lastModifiedDateTime": "2026-11-20T10:01:00Z",
+            "status": "cancelled",
+        }
+    )
     emulator.reset_calls()
 
     deliver(doc(external_id, 2))
@@ -357,8 +385,9 @@ def test_replay_after_granting_the_access_policy(emulator: GraphEmulator) -> Non
 
     emulator.add_user(NO_POLICY, "no.policy@contoso.onmicrosoft.com", access_policy=True)
     try:
-        reconcile_appointment_event(queue_message(message(doc(external_id, 0, organizer=NO_POLICY),
-                                                          replay=True)))
+        reconcile_appointment_event(
+            queue_message(message(doc(external_id, 0, organizer=NO_POLICY), replay=True))
+        )
         state = record(external_id)
         assert state["status"] == "scheduled"
         assert "error" not in state
