@@ -34,7 +34,10 @@ log = logging.getLogger(__name__)
 # Waiting inside one invocation is bounded: past this, the queue takes over (SPEC).
 RETRY_BUDGET_SECONDS = 10.0
 MAX_RETRIES = 3
-CALL_TIMEOUT = httpx.Timeout(15.0, connect=5.0)
+CALL_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+# One call, retries and waits included, never takes longer than this (the reconciler's lease
+# margin is at least as long, so no call outlives the lease).
+CALL_DEADLINE_SECONDS = 30.0
 
 
 class GraphError(Exception):
@@ -221,7 +224,7 @@ class GraphGateway:
         coroutine: Coroutine[Any, Any, Any] = make(self._client)
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         try:
-            return future.result(timeout=RETRY_BUDGET_SECONDS + 2 * CALL_TIMEOUT.read)  # type: ignore[operator]
+            return future.result(timeout=CALL_DEADLINE_SECONDS)
         except FutureTimeout:
             future.cancel()
             raise TransientGraphError(f"{operation}: timed out") from None

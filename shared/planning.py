@@ -113,7 +113,7 @@ def external_id(appointment_id: str, generation: int) -> str:
 
 def windows_time_zone(iana: str) -> str:
     """The Windows zone name Graph's SMS call takes for an IANA zone (UTC when unknown)."""
-    return tz_win.get(iana, "UTC")
+    return str(tz_win.get(iana, "UTC"))
 
 
 def is_settled(document: AppointmentDocument, state: AppliedState, *, replay: bool) -> bool:

@@ -1,5 +1,8 @@
 """The reconciler: make Graph match the newest document of one appointment.
 
+Imported on the first queue message only (never by the webhook path): it loads the Graph
+helper, and through it the HTTP stack the Graph SDK uses.
+
 Read desired and applied state, plan (pure), take a lease, execute through the Graph helper,
 commit with the table's ETag. Framework-free: the queue function adapts messages to it.
 
@@ -17,10 +20,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import TYPE_CHECKING
 
 from shared.documents import AppointmentDocument, version_key
 from shared.events import AppointmentEvent, MalformedMessage
+from shared.graph import (
+    CALL_DEADLINE_SECONDS,
+    GraphError,
+    GraphGateway,
+    PermanentGraphError,
+    TransientGraphError,
+)
 from shared.planning import (
     CURRENT,
     CreateOrGetMeeting,
@@ -42,14 +51,11 @@ from shared.records import AppliedState, ErrorInfo
 from shared.settings import QueueSemantics
 from shared.storage import AppointmentStore, ConcurrencyConflict, EventQueue
 
-if TYPE_CHECKING:
-    from shared.graph import GraphGateway
-
 log = logging.getLogger(__name__)
 
 LEASE_SECONDS = 60.0
 # Stop starting Graph calls this long before the lease ends, so no call outlives it.
-LEASE_MARGIN_SECONDS = 25.0
+LEASE_MARGIN_SECONDS = CALL_DEADLINE_SECONDS
 # Longer Retry-After waits than this are handed back to the queue.
 MAX_WAIT_IN_CALL = 10.0
 MAX_ROUNDS = 8
@@ -178,8 +184,6 @@ class Reconciler:
 
     def _round(self, event: AppointmentEvent, last_attempt: bool) -> Result | None:
         """One read-plan-execute-commit pass; None when another writer won a race."""
-        from shared.graph import PermanentGraphError, TransientGraphError
-
         external_id = event.document.external_appointment_id
         stored = self._store.load(external_id)
         if stored.desired is None:
@@ -216,8 +220,6 @@ class Reconciler:
 
     def _apply(self, attempt: _Attempt, the_plan: Plan, now: float) -> Result | None:
         """Take the lease (recording the intent), run the plan, commit what it did."""
-        from shared.graph import PermanentGraphError, TransientGraphError
-
         external_id = attempt.event.document.external_appointment_id
         state = attempt.state
         lease_until = now + LEASE_SECONDS
@@ -263,8 +265,6 @@ class Reconciler:
 
     def _transient(self, attempt: _Attempt, error: Exception) -> Result:
         """Release the lease (keeping intents), then retry later or, at the end, fail."""
-        from shared.graph import TransientGraphError
-
         event = attempt.event
         external_id = event.document.external_appointment_id
         state = attempt.state
@@ -289,8 +289,6 @@ class Reconciler:
     def _execute(
         self, the_plan: Plan, state: AppliedState, outcome: Outcome, deadline: float
     ) -> None:
-        from shared.graph import GraphError, PermanentGraphError, TransientGraphError
-
         graph = self._graph()
         if state.meeting_id is not None:
             outcome.meetings[CURRENT] = MeetingFacts(
