@@ -1,0 +1,497 @@
+"""`make run`: the whole app on one machine with no Azure tenant.
+
+Starts, in order, Azurite (real local Azure Storage, data kept in `.azurite/`), the Graph
+emulator (seeded organizers, one without a Teams application access policy) and the function
+app: under Azure Functions Core Tools (`func start`) when `func` is on PATH, otherwise under the
+project's own local host (`devtools.local_host`), which serves the same routes on the same port.
+Ctrl-C or SIGTERM stops everything it started, so a second `make run` finds its ports free.
+
+Settings come from `local.settings.json` (copied from `local.settings.sample.json` when missing,
+as Core Tools users expect); its `Values` are put into the environment before `function_app`
+is imported, exactly as the host hands app settings to the worker. Pointing the app at a real
+tenant is a matter of settings (`--no-emulator`, see docs/local-development.md).
+
+`LocalStack` is the Python API behind it; the end-to-end tests use it with their own ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Final, Literal
+from urllib.parse import urlsplit
+
+from devtools.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
+from devtools.graph_emulator import GraphEmulator, SeededUser
+from devtools.local_host import BANNER, LocalHost, UnsupportedFunction, index, load_function_app
+
+ROOT: Final = Path(__file__).resolve().parent.parent
+SETTINGS_FILE: Final = ROOT / "local.settings.json"
+SAMPLE_FILE: Final = ROOT / "local.settings.sample.json"
+AZURITE_DATA: Final = ROOT / ".azurite"
+DEFAULT_PORT: Final = 7071
+# Azurite's default blob, queue and table ports (what `UseDevelopmentStorage=true` means).
+DEFAULT_STORAGE_PORTS: Final = (10000, 10001, 10002)
+STORAGE_SETTING: Final = "AzureWebJobsStorage"
+LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
+
+HostKind = Literal["auto", "func", "local"]
+
+
+class StartupError(RuntimeError):
+    """The stack cannot start; the message tells the developer what to do."""
+
+
+# --------------------------------------------------------------------------- settings
+
+
+def load_settings(
+    path: Path = SETTINGS_FILE, sample: Path = SAMPLE_FILE
+) -> tuple[dict[str, str], bool]:
+    """`Values` of local.settings.json, creating the file from the sample when it is missing.
+
+    Returns the values and whether the file was just created. Every value is a string, as
+    app settings are.
+    """
+    created = False
+    if not path.exists():
+        if not sample.exists():
+            raise StartupError(f"{path.name} is missing and so is {sample.name}")
+        shutil.copyfile(sample, path)
+        created = True
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as error:
+        raise StartupError(f"{path} is not valid JSON: {error}") from None
+    if document.get("IsEncrypted"):
+        raise StartupError(f"{path} is encrypted (IsEncrypted: true); decrypt it with Core Tools")
+    values = document.get("Values", {})
+    if not isinstance(values, dict):
+        raise StartupError(f"{path}: Values must be an object")
+    return {str(k): "" if v is None else str(v) for k, v in values.items()}, created
+
+
+def development_connection_string(
+    ports: tuple[int, int, int] = DEFAULT_STORAGE_PORTS, host: str = "127.0.0.1"
+) -> str:
+    """Azurite's explicit connection string (the SDKs' `from_connection_string` all read it)."""
+    blob, queue, table = ports
+    return (
+        f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={ACCOUNT_KEY};"
+        f"BlobEndpoint=http://{host}:{blob}/{ACCOUNT};"
+        f"QueueEndpoint=http://{host}:{queue}/{ACCOUNT};"
+        f"TableEndpoint=http://{host}:{table}/{ACCOUNT};"
+    )
+
+
+def azurite_ports(connection_string: str) -> tuple[int, int, int] | None:
+    """The blob/queue/table ports when the connection string names a loopback Azurite."""
+    if connection_string.strip().lower().startswith("usedevelopmentstorage=true"):
+        return DEFAULT_STORAGE_PORTS
+    parts = dict(item.split("=", 1) for item in connection_string.split(";") if "=" in item)
+    ports: list[int] = []
+    for key in ("BlobEndpoint", "QueueEndpoint", "TableEndpoint"):
+        endpoint = urlsplit(parts.get(key, ""))
+        if endpoint.hostname not in LOOPBACK or endpoint.port is None:
+            return None
+        ports.append(endpoint.port)
+    return ports[0], ports[1], ports[2]
+
+
+def _loopback_port(url: str) -> int | None:
+    parsed = urlsplit(url)
+    return parsed.port if parsed.hostname in LOOPBACK and parsed.scheme == "http" else None
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True when something accepts connections (or holds the address) on the port."""
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((host, port)) == 0
+
+
+def _wait_for_port(port: int, deadline: float, alive: Callable[[], bool]) -> None:
+    while not port_in_use(port):
+        if not alive():
+            raise StartupError("the function host exited during start-up (see its output above)")
+        if time.monotonic() > deadline:
+            raise StartupError(f"the function host did not listen on port {port} in time")
+        time.sleep(0.2)
+
+
+# --------------------------------------------------------------------------- the stack
+
+
+@dataclass(frozen=True)
+class StackOptions:
+    """How to start the stack. Ports come from the settings unless given here."""
+
+    port: int = DEFAULT_PORT
+    host_kind: HostKind = "auto"
+    use_emulator: bool = True  # when GRAPH_BASE_URL is a loopback URL (see _start_emulator)
+    seed: bool = True
+    azurite_location: Path = AZURITE_DATA
+    fresh_app: bool = False  # tests: index a private copy of function_app (see local_host)
+
+
+class LocalStack:
+    """Azurite + Graph emulator + function host, started and stopped as one.
+
+    Pass a running `azurite` or `emulator` to reuse it (an embedding test or tool); the
+    stack then leaves it running on `stop()`. Otherwise it starts its own on the ports the
+    settings name, so the app's settings and the processes always agree.
+    """
+
+    def __init__(
+        self,
+        values: Mapping[str, str],
+        options: StackOptions | None = None,
+        *,
+        azurite: Azurite | None = None,
+        emulator: GraphEmulator | None = None,
+    ) -> None:
+        self.options = options or StackOptions()
+        self.values = dict(values)
+        self.azurite = azurite
+        self.emulator = emulator
+        self.organizers: list[SeededUser] = []
+        self.host_kind: Literal["func", "local"] | None = None
+        self._owned: list[str] = []
+        self._local_host: LocalHost | None = None
+        self._func: subprocess.Popen[bytes] | None = None
+        self._saved_environ: dict[str, str | None] = {}
+
+    # ----------------------------------------------------------------- start
+
+    def start(self) -> LocalStack:
+        """Start what is needed; on any failure stop what was already started."""
+        try:
+            self._start_storage()
+            self._start_emulator()
+            self._apply_environment()
+            self._start_host()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start_storage(self) -> None:
+        connection = self.values.get(STORAGE_SETTING, "")
+        if self.azurite is not None:
+            self.values[STORAGE_SETTING] = self.azurite.connection_string
+            return
+        ports = azurite_ports(connection)
+        if ports is None:
+            if not connection:
+                raise StartupError(f"{STORAGE_SETTING} is not set in local.settings.json")
+            return  # a real storage account: nothing to start
+        # The app's SDKs need Azurite's explicit string, not the UseDevelopmentStorage shortcut.
+        self.values[STORAGE_SETTING] = development_connection_string(ports)
+        busy = [port for port in ports if port_in_use(port)]
+        if busy:
+            raise StartupError(
+                f"port {busy[0]} is in use: another Azurite (or `make run`) is probably running. "
+                "Stop it, or change the ports in AzureWebJobsStorage in local.settings.json."
+            )
+        self.options.azurite_location.mkdir(parents=True, exist_ok=True)
+        self.azurite = Azurite(ports=ports, location=self.options.azurite_location)
+        self._owned.append("azurite")  # before start(): an interrupted start still gets stopped
+        self.azurite.start()
+
+    def _start_emulator(self) -> None:
+        """Start the emulator when the settings point Graph at this machine.
+
+        A GRAPH_BASE_URL that is not a loopback URL (or none: the app's default is
+        graph.microsoft.com) means a real tenant, so switching is a settings change only.
+        """
+        if not self.options.use_emulator:
+            return
+        if self.emulator is None:
+            port = _loopback_port(self.values.get("GRAPH_BASE_URL", ""))
+            if port is None:
+                return
+            if port_in_use(port):
+                raise StartupError(
+                    f"port {port} (Graph emulator) is in use: stop what listens there or change "
+                    "GRAPH_BASE_URL and IDENTITY_ENDPOINT in local.settings.json"
+                )
+            emulator = GraphEmulator("127.0.0.1", port)
+            # The app sends the IDENTITY_HEADER from its settings; the emulator must expect it.
+            if self.values.get("IDENTITY_HEADER"):
+                emulator.identity_header = self.values["IDENTITY_HEADER"]
+            self.emulator = emulator
+            self._owned.append("emulator")
+            emulator.start()
+            if self.options.seed:
+                self.organizers = self.emulator.seed_default_users()
+        else:
+            self.organizers = self.emulator.users()
+        self.values.update(self.emulator.environment())
+
+    def _apply_environment(self) -> None:
+        """Put the settings in the environment, as the host does for the worker."""
+        for name, value in self.values.items():
+            self._saved_environ.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
+    def _start_host(self) -> None:
+        kind = self.options.host_kind
+        func_path = shutil.which("func")
+        if kind == "func" and func_path is None:
+            raise StartupError("`func` (Azure Functions Core Tools) is not on PATH")
+        if kind != "local" and func_path is not None:
+            self._start_core_tools(func_path)
+        else:
+            self._start_local_host()
+
+    def _start_core_tools(self, func_path: str) -> None:
+        if port_in_use(self.options.port):
+            raise StartupError(f"port {self.options.port} is in use: stop what listens there")
+        self._func = subprocess.Popen(
+            [func_path, "start", "--port", str(self.options.port)],
+            cwd=ROOT,
+            env=dict(os.environ),
+            start_new_session=True,
+        )
+        self.host_kind = "func"
+        process = self._func
+        _wait_for_port(self.options.port, time.monotonic() + 120, lambda: process.poll() is None)
+
+    def _start_local_host(self) -> None:
+        # function_app is imported only now, after the settings are in the environment.
+        app = load_function_app(fresh=self.options.fresh_app)
+        try:
+            host = LocalHost(index(app), port=self.options.port, environ=self.values)
+            host.start()
+        except UnsupportedFunction as error:
+            raise StartupError(str(error)) from None
+        except OSError as error:
+            raise StartupError(
+                f"cannot listen on port {self.options.port} ({error.strerror}): "
+                "stop what listens there or use --port"
+            ) from None
+        self._local_host = host
+        self.host_kind = "local"
+
+    # ----------------------------------------------------------------- running
+
+    @property
+    def local_host(self) -> LocalHost:
+        """The in-process host (only when `host_kind == "local"`)."""
+        if self._local_host is None:
+            raise RuntimeError("the app is not running under the local host")
+        return self._local_host
+
+    @property
+    def port(self) -> int:
+        if self.host_kind == "local":
+            return self.local_host.port
+        return self.options.port
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def healthy(self) -> bool:
+        """False once a Core Tools child has exited on its own."""
+        return self._func is None or self._func.poll() is None
+
+    def banner(self, python: str = "python") -> str:
+        """What the developer needs: which host, where, who can organize, what to paste."""
+        lines = [""]
+        if self.host_kind == "local":
+            lines += [
+                f"*** {BANNER} ***",
+                "Function keys are not enforced locally (as with Core Tools);",
+                "in Azure every route but /api/health needs one.",
+                "",
+                "Functions:",
+                *(f"  {line}" for line in self.local_host.describe_functions()),
+            ]
+        else:
+            lines.append("Azure Functions Core Tools (func start) is running the app.")
+        lines += ["", f"App:       {self.base_url}/api  (health: {self.base_url}/api/health)"]
+        if self.azurite is not None:
+            where = "in-memory" if self.azurite.in_memory else str(self.azurite.location)
+            lines.append(
+                f"Azurite:   blob {self.azurite.blob_port}, queue {self.azurite.queue_port}, "
+                f"table {self.azurite.table_port}  (data: {where})"
+            )
+        if self.emulator is not None:
+            lines.append(
+                f"Graph:     emulator {self.emulator.graph_base_url}  "
+                f"(state: {self.emulator.origin}/_emulator/state)"
+            )
+            lines.append("Organizers:")
+            lines += [
+                f"  {user.user_principal_name:<40} {user.id}"
+                + ("" if user.access_policy else "  (NO access policy: meetings fail with 403)")
+                for user in self.organizers
+            ]
+        else:
+            graph = self.values.get("GRAPH_BASE_URL") or "https://graph.microsoft.com/v1.0"
+            credential = self.values.get("GRAPH_CREDENTIAL") or "managedidentity"
+            lines.append(f"Graph:     {graph}  (no emulator; GRAPH_CREDENTIAL={credential})")
+        url = "" if self.port == DEFAULT_PORT else f" --url {self.base_url}"
+        lines += [
+            "",
+            "Try it (another terminal, in the repository):",
+            f"  {python} -m devtools.cli send examples/appointment.json{url}",
+            f"  {python} -m devtools.cli status example-appt-1001{url}",
+            f"  {python} -m devtools.cli send examples/reschedule.json{url}",
+            f"  {python} -m devtools.cli send examples/cancel.json{url}",
+            "",
+            "Press Ctrl-C to stop everything.",
+        ]
+        return "\n".join(lines)
+
+    # ----------------------------------------------------------------- stop
+
+    def stop(self) -> None:
+        """Stop what this stack started, host first, and restore the environment. Idempotent."""
+        host, self._local_host = self._local_host, None
+        if host is not None:
+            host.stop()
+        process, self._func = self._func, None
+        if process is not None:
+            _stop_process_group(process)
+        if "emulator" in self._owned and self.emulator is not None:
+            self.emulator.stop()
+        if "azurite" in self._owned and self.azurite is not None:
+            self.azurite.stop()
+        self._owned.clear()
+        saved, self._saved_environ = self._saved_environ, {}
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def _stop_process_group(process: subprocess.Popen[bytes], grace: float = 10.0) -> None:
+    """SIGINT the child's process group (Core Tools and its worker), then SIGKILL stragglers."""
+    if process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=grace)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _python_hint() -> str:
+    """How the developer should invoke Python in the printed commands."""
+    venv_python = ROOT / ".venv" / "bin" / "python"
+    if Path(sys.executable).resolve().is_relative_to(ROOT) and venv_python.exists():
+        return ".venv/bin/python"
+    return "python"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the stack in the foreground until Ctrl-C or SIGTERM."""
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.run",
+        description="Run the app locally: Azurite, the Graph emulator and the function host.",
+    )
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="app port (7071)")
+    parser.add_argument(
+        "--no-emulator",
+        action="store_true",
+        help="never start the Graph emulator (it starts only when GRAPH_BASE_URL in "
+        "local.settings.json is a loopback URL anyway)",
+    )
+    parser.add_argument(
+        "--local-host",
+        action="store_true",
+        help="use the project's local host even when `func` is on PATH",
+    )
+    parser.add_argument(
+        "--settings", type=Path, default=SETTINGS_FILE, help="settings file (local.settings.json)"
+    )
+    parser.add_argument(
+        "--azurite-location", type=Path, default=AZURITE_DATA, help="Azurite data folder"
+    )
+    args = parser.parse_args(argv)
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    # The storage SDKs and httpx (under msgraph) log every HTTP request at INFO: noise here,
+    # and the host already logs one line per invocation.
+    for noisy in ("azure", "httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+    stop = threading.Event()
+    running = False
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        # During start-up, unwind (start() stops what it began); afterwards, stop in order.
+        if not running:
+            raise KeyboardInterrupt
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+
+    try:
+        values, created = load_settings(args.settings)
+        if created:
+            print(f"Created {args.settings} from {SAMPLE_FILE.name}.", flush=True)
+        options = StackOptions(
+            port=args.port,
+            host_kind="local" if args.local_host else "auto",
+            use_emulator=not args.no_emulator,
+            azurite_location=args.azurite_location,
+        )
+        stack = LocalStack(values, options)
+        stack.start()
+    except StartupError as error:
+        print(f"make run: {error}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print("Interrupted during start-up; everything started was stopped.", flush=True)
+        return 130
+    running = True
+    try:
+        print(stack.banner(_python_hint()), flush=True)
+        while not stop.wait(0.5):
+            if not stack.healthy():
+                print("The function host exited; stopping.", file=sys.stderr, flush=True)
+                return 1
+        print("Stopping...", flush=True)
+        return 0
+    finally:
+        stack.stop()
+        print("Stopped.", flush=True)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
