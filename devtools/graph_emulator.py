@@ -43,10 +43,12 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from types import FrameType, TracebackType
 from typing import Any, Final, cast
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from devtools.http_server import ClosingHTTPServer
 
 __all__ = [
     "DEFAULT_GRANTED_ROLES",
@@ -476,36 +478,12 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(value).__name__}")
 
 
-class _Server(ThreadingHTTPServer):
-    """The HTTP server, with a back reference to its emulator and its open connections."""
-
-    daemon_threads = True
-    allow_reuse_address = True
+class _Server(ClosingHTTPServer):
+    """The HTTP server, with a back reference to its emulator."""
 
     def __init__(self, address: tuple[str, int], emulator: GraphEmulator) -> None:
         self.emulator = emulator
-        self.connections: set[socket.socket] = set()
-        self.connections_lock = threading.Lock()
         super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self.connections_lock:
-            self.connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self.connections_lock:
-            self.connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        """Drop keep-alive connections so a stopped emulator really stops answering."""
-        with self.connections_lock:
-            open_connections = list(self.connections)
-            self.connections.clear()
-        for conn in open_connections:
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -35,14 +35,13 @@ import logging
 import math
 import os
 import random
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Final
@@ -54,6 +53,7 @@ from azure.functions.decorators.function_app import Function
 from azure.functions.queue import QueueMessage as WorkerQueueMessage
 from azure.storage.queue import QueueClient, QueueMessage
 
+from devtools.http_server import ClosingHTTPServer
 from shared.settings import QueueSemantics, queue_semantics
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -318,34 +318,12 @@ def _elapsed_ms(started: float) -> int:
 # --------------------------------------------------------------------------- HTTP
 
 
-class _HttpServer(ThreadingHTTPServer):
-    """Threading server that remembers its connections so `stop()` can close idle keep-alives."""
-
-    daemon_threads = True
-    allow_reuse_address = True
+class _HttpServer(ClosingHTTPServer):
+    """The HTTP server, with a back reference to its host."""
 
     def __init__(self, address: tuple[str, int], host: LocalHost) -> None:
         self.local_host = host
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
         super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        with self._connections_lock:
-            self._connections.add(request)
-        super().process_request(request, client_address)
-
-    def shutdown_request(self, request: Any) -> None:
-        with self._connections_lock:
-            self._connections.discard(request)
-        super().shutdown_request(request)
-
-    def close_connections(self) -> None:
-        with self._connections_lock:
-            connections, self._connections = list(self._connections), set()
-        for connection in connections:
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -17,7 +17,7 @@ from shared.documents import parse_document
 from shared.events import AppointmentEvent
 from shared.intake import UNAVAILABLE, Intake, Reply
 from shared.problems import Problem
-from shared.records import status_view
+from shared.records import StoredAppointment, status_view
 from shared.storage import StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,22 @@ def _not_found(correlation: str) -> func.HttpResponse:
     return _respond(Reply.problem(problem), correlation)
 
 
-def _appointment_id(request: func.HttpRequest) -> str | None:
-    """The route's id if it could be a valid externalAppointmentId; None means not found."""
+def _load(request: func.HttpRequest, correlation: str) -> StoredAppointment | func.HttpResponse:
+    """The stored appointment named by the route, or the 404/503 answer to send instead.
+
+    An id that could never be valid is simply not found: nothing about it is echoed back.
+    """
     value = request.route_params.get("externalAppointmentId", "")
     probe = {"externalAppointmentId": value, "lastModifiedDateTime": "2000-01-01T00:00:00Z"}
-    parsed = parse_document(probe | {"status": "cancelled"})
-    return None if isinstance(parsed, list) else value
+    if isinstance(parse_document(probe | {"status": "cancelled"}), list):
+        return _not_found(correlation)
+    try:
+        stored = runtime.store().load(value)
+    except StorageUnavailable:
+        return _respond(Reply.problem(UNAVAILABLE), correlation)
+    if stored.desired is None and stored.applied is None:
+        return _not_found(correlation)
+    return stored
 
 
 @blueprint.function_name("receive_appointments")
@@ -72,15 +82,9 @@ def receive_appointments(req: func.HttpRequest) -> func.HttpResponse:
 def get_appointment(req: func.HttpRequest) -> func.HttpResponse:
     """The status record of one appointment."""
     correlation = correlation_id(req)
-    external_id = _appointment_id(req)
-    if external_id is None:
-        return _not_found(correlation)
-    try:
-        stored = runtime.store().load(external_id)
-    except StorageUnavailable:
-        return _respond(Reply.problem(UNAVAILABLE), correlation)
-    if stored.desired is None and stored.applied is None:
-        return _not_found(correlation)
+    stored = _load(req, correlation)
+    if isinstance(stored, func.HttpResponse):
+        return stored
     return _respond(Reply.json(200, status_view(stored)), correlation)
 
 
@@ -93,19 +97,19 @@ def get_appointment(req: func.HttpRequest) -> func.HttpResponse:
 def reconcile_appointment(req: func.HttpRequest) -> func.HttpResponse:
     """Re-enqueue the newest stored document, e.g. after granting a missing access policy."""
     correlation = correlation_id(req)
-    external_id = _appointment_id(req)
-    if external_id is None:
+    stored = _load(req, correlation)
+    if isinstance(stored, func.HttpResponse):
+        return stored
+    if stored.desired is None:
         return _not_found(correlation)
+    document = stored.desired.document
     try:
-        stored = runtime.store().load(external_id)
-        if stored.desired is None:
-            return _not_found(correlation)
-        event = AppointmentEvent(stored.desired.document, correlation, replay=True)
-        runtime.queue().send(event.to_message())
+        runtime.queue().send(AppointmentEvent(document, correlation, replay=True).to_message())
     except StorageUnavailable:
         return _respond(Reply.problem(UNAVAILABLE), correlation)
-    log.info("replay enqueued for %s (correlation %s)", external_id, correlation)
-    document = stored.desired.document
+    log.info(
+        "replay enqueued for %s (correlation %s)", document.external_appointment_id, correlation
+    )
     accepted = {
         "externalAppointmentId": document.external_appointment_id,
         "lastModifiedDateTime": document.last_modified_date_time,

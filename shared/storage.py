@@ -67,6 +67,18 @@ def _credential(settings: StorageSettings) -> TokenCredential:
     return DefaultAzureCredential()
 
 
+S = TypeVar("S", QueueServiceClient, TableServiceClient)
+
+
+def _service(kind: type[S], settings: StorageSettings, service_uri: str | None) -> S:
+    """A service client from the connection string, or from its URI and an identity."""
+    if settings.connection_string:
+        return kind.from_connection_string(settings.connection_string, **CLIENT_OPTIONS)
+    if service_uri:
+        return kind(service_uri, credential=_credential(settings), **CLIENT_OPTIONS)
+    raise StorageUnavailable("AzureWebJobsStorage is not configured")
+
+
 def _guard(call: Callable[[], T]) -> T:
     try:
         return call()
@@ -89,16 +101,7 @@ class EventQueue:
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> EventQueue:
-        if settings.connection_string:
-            service = QueueServiceClient.from_connection_string(
-                settings.connection_string, **CLIENT_OPTIONS
-            )
-        elif settings.queue_service_uri:
-            service = QueueServiceClient(
-                settings.queue_service_uri, credential=_credential(settings), **CLIENT_OPTIONS
-            )
-        else:
-            raise StorageUnavailable("AzureWebJobsStorage is not configured")
+        service = _service(QueueServiceClient, settings, settings.queue_service_uri)
         return cls(
             service.get_queue_client(QUEUE_NAME), service.get_queue_client(POISON_QUEUE_NAME)
         )
@@ -200,16 +203,7 @@ class AppointmentStore:
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> AppointmentStore:
-        if settings.connection_string:
-            service = TableServiceClient.from_connection_string(
-                settings.connection_string, **CLIENT_OPTIONS
-            )
-        elif settings.table_service_uri:
-            service = TableServiceClient(
-                settings.table_service_uri, credential=_credential(settings), **CLIENT_OPTIONS
-            )
-        else:
-            raise StorageUnavailable("AzureWebJobsStorage is not configured")
+        service = _service(TableServiceClient, settings, settings.table_service_uri)
         return cls(service.get_table_client(TABLE_NAME))
 
     def _call(self, call: Callable[[], T]) -> T:
