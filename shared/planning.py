@@ -151,7 +151,7 @@ def _sms(
 def _with_last_clients(
     document: AppointmentDocument, last: AppointmentDocument | None
 ) -> AppointmentDocument:
-    """A cancellation may omit clients and settings: the last applied version's apply."""
+    """A cancellation may omit clients, settings and time zone: take the last applied ones."""
     if last is None:
         return document
     given = document.model_fields_set

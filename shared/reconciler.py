@@ -60,6 +60,9 @@ LEASE_MARGIN_SECONDS = CALL_DEADLINE_SECONDS
 MAX_WAIT_IN_CALL = 10.0
 MAX_ROUNDS = 8
 BUSY_RETRY_SECONDS = 2.0
+# Hand-backs to the queue are not failed deliveries, so the host's dequeue count does not end
+# them; this does (about an hour of Graph asking to wait, or of leases held).
+MAX_DEFERRALS = 100
 
 
 class Result(Enum):
@@ -132,7 +135,9 @@ class Reconciler:
         # The intake stores the document before it enqueues; store it again in case that
         # write is what failed (the queue message is the durable copy).
         self._store.save_desired(document, event.correlation_id)
-        last_attempt = dequeue_count >= self._semantics.max_dequeue_count
+        last_attempt = (
+            dequeue_count >= self._semantics.max_dequeue_count or event.deferrals >= MAX_DEFERRALS
+        )
         try:
             result = self._reconcile(event, last_attempt)
         except _Busy as busy:

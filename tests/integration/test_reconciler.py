@@ -560,3 +560,19 @@ def test_token_endpoint_is_hit_once_per_process_not_per_message(emulator: GraphE
         deliver(doc(new_id(), minute))
     assert emulator.token_requests() == 1
     assert emulator.call_counts()["createOrGet"] == 3
+
+
+def test_endless_retry_after_is_not_deferred_forever(emulator: GraphEmulator) -> None:
+    from shared.reconciler import MAX_DEFERRALS
+
+    emulator.inject_fault(operation="createOrGet", status=429, retry_after=45, count=1)
+    external_id = new_id()
+    parsed = parse_document(doc(external_id, 0))
+    assert not isinstance(parsed, list)
+    worn_out = AppointmentEvent(parsed, "corr-test", deferrals=MAX_DEFERRALS).to_message()
+
+    with pytest.raises(RetryLater):
+        reconcile_appointment_event(queue_message(worn_out))
+
+    state = record(external_id)
+    assert (state["status"], state["error"]["code"]) == ("failed", "graphUnavailable")
