@@ -30,6 +30,10 @@ test: lint typecheck check-infra
 check-infra: install
 	bash scripts/check-infra.sh
 
+## Benchmarks (not part of `make test`, which smoke-runs them with tiny sizes): tables + JSON.
+bench: install
+	$(PY) -m bench
+
 clean:
 	rm -rf $(VENV) .venv-checkov node_modules .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
