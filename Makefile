@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint typecheck unit check-infra bench run clean
+.PHONY: install test lint typecheck check-infra bench run clean
 
 $(STAMP): requirements.txt requirements-dev.txt package.json package-lock.json
 	@command -v $(PYTHON) >/dev/null || { echo "Python 3.11 is required ($(PYTHON) not found)"; exit 1; }
