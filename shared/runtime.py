@@ -7,6 +7,7 @@ never pays for it.
 
 from __future__ import annotations
 
+import logging
 from functools import cache
 from typing import TYPE_CHECKING
 
@@ -16,6 +17,11 @@ from shared.storage import AppointmentStore, EventQueue
 if TYPE_CHECKING:
     from shared.graph import GraphGateway
     from shared.reconciler import Reconciler
+
+# The SDKs log every HTTP request at INFO: noise, and ingestion cost in Application Insights.
+# The app logs one line per webhook and per reconciliation instead; SDK warnings still show.
+for _name in ("azure", "httpx", "httpcore", "msal", "kiota_http"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 @cache
