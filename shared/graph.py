@@ -67,6 +67,17 @@ class Meeting:
     id: str
     join_web_url: str | None
     lobby_scope: str | None
+    start: datetime | None = None
+    end: datetime | None = None
+    subject: str | None = None
+
+    def differs_from(self, start: datetime, end: datetime, subject: str) -> bool:
+        """True when Graph's meeting does not have these times and subject.
+
+        createOrGet hands back an existing meeting as it is (it does not update it), e.g. one
+        an interrupted attempt created for an older version.
+        """
+        return (self.start, self.end, self.subject) != (start, end, subject)
 
 
 class BudgetedRetryHandler(RetryHandler):
@@ -270,7 +281,14 @@ class GraphGateway:
         settings = meeting.lobby_bypass_settings
         if settings is not None and settings.scope is not None:
             scope = getattr(settings.scope, "value", str(settings.scope))
-        return Meeting(str(meeting.id), meeting.join_web_url, scope)
+        return Meeting(
+            str(meeting.id),
+            meeting.join_web_url,
+            scope,
+            meeting.start_date_time,
+            meeting.end_date_time,
+            meeting.subject,
+        )
 
     def restrict_lobby(self, user_id: str, meeting_id: str) -> None:
         """PATCH lobbyBypassSettings so clients wait in the lobby for the organizer."""

@@ -32,6 +32,7 @@ from shared.graph import (
 )
 from shared.planning import (
     CURRENT,
+    NEW,
     CreateOrGetMeeting,
     DeleteMeeting,
     FetchClientJoinUrl,
@@ -313,6 +314,10 @@ class Reconciler:
                 outcome.meetings[op.slot] = MeetingFacts(
                     op.organizer_id, meeting.id, op.external_id, meeting.join_web_url
                 )
+                if op.slot == NEW and meeting.differs_from(op.start, op.end, op.subject):
+                    # An existing meeting (adopted after an interrupted attempt) from an older
+                    # version: bring it up to date.
+                    graph.update_meeting(op.organizer_id, meeting.id, op.start, op.end, op.subject)
                 if meeting.lobby_scope == "everyone":
                     # Anonymous browser clients wait in the lobby under every other scope.
                     graph.restrict_lobby(op.organizer_id, meeting.id)
