@@ -1,0 +1,178 @@
+"""Helpers of the chaos suite: seeded appointment histories and the convergence check."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from devtools.graph_emulator import GraphEmulator, Meeting
+from shared.http_api import get_appointment
+from tests.support import get_request
+
+ALEX = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e01"
+MEGAN = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e02"
+OFFSETS = ("Z", "+02:00", "-05:00", "+05:30")
+
+
+def _format(moment: datetime, offset: str) -> str:
+    if offset == "Z":
+        return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    sign = 1 if offset[0] == "+" else -1
+    hours, minutes = int(offset[1:3]), int(offset[4:6])
+    shift = timedelta(hours=hours, minutes=minutes) * sign
+    local = (moment.astimezone(UTC) + shift).replace(tzinfo=None)
+    return local.strftime("%Y-%m-%dT%H:%M:%S") + offset
+
+
+@dataclass
+class History:
+    external_id: str
+    versions: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def newest(self) -> dict[str, Any]:
+        return max(self.versions, key=lambda d: _instant(d["lastModifiedDateTime"]))
+
+
+def _instant(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def history(rng: random.Random, external_id: str) -> History:
+    """1 to 4 versions: time, subject and organizer changes, cancellations and re-bookings."""
+    result = History(external_id)
+    modified = datetime(2026, 11, 20, 10, tzinfo=UTC)
+    start = datetime(2026, 12, 1, 8, tzinfo=UTC) + timedelta(
+        days=rng.randrange(30), minutes=15 * rng.randrange(36)
+    )
+    current: dict[str, Any] = {
+        "externalAppointmentId": external_id,
+        "organizer": rng.choice((ALEX, MEGAN)),
+        "subject": f"Consultation {rng.randrange(1000)} · Beratung · 診察",
+        "duration": 30,
+        "start": start,
+        "status": "scheduled" if rng.random() > 0.05 else "cancelled",
+    }
+    for index in range(rng.randint(1, 4)):
+        if index:
+            change = rng.choices(
+                ("time", "subject", "organizer", "cancel", "same"), (35, 20, 15, 20, 10)
+            )[0]
+            if current["status"] == "cancelled":
+                current["status"] = "scheduled"  # booked again
+            elif change == "time":
+                current["start"] = current["start"] + timedelta(minutes=15 * rng.randint(1, 8))
+            elif change == "subject":
+                current["subject"] = f"Follow-up {rng.randrange(1000)} — ✓"
+            elif change == "organizer":
+                current["organizer"] = MEGAN if current["organizer"] == ALEX else ALEX
+            elif change == "cancel":
+                current["status"] = "cancelled"
+        modified += timedelta(seconds=rng.randint(1, 600))
+        offset = rng.choice(OFFSETS)
+        if current["status"] == "cancelled":
+            document: dict[str, Any] = {
+                "externalAppointmentId": external_id,
+                "lastModifiedDateTime": _format(modified, offset),
+                "status": "cancelled",
+            }
+        else:
+            end = current["start"] + timedelta(minutes=current["duration"])
+            document = {
+                "externalAppointmentId": external_id,
+                "lastModifiedDateTime": _format(modified, offset),
+                "organizer": current["organizer"],
+                "startDateTime": _format(current["start"], offset),
+                "endDateTime": _format(end, rng.choice(OFFSETS)),
+                "subject": current["subject"],
+                "timeZone": "Europe/Berlin",
+                "appointmentClients": [{"displayName": "Chaos Client"}],
+            }
+        result.versions.append(document)
+    return result
+
+
+def meeting_prefix(external_id: str) -> str:
+    """The externalId prefix of every generation of an appointment's meeting."""
+    digest = hashlib.sha256(external_id.encode("utf-8")).hexdigest()[:40]
+    return f"va1-{digest}-g"
+
+
+def record(external_id: str) -> dict[str, Any] | None:
+    response = get_appointment(
+        get_request(f"appointments/{external_id}", {"externalAppointmentId": external_id})
+    )
+    if response.status_code == 404:
+        return None
+    return dict(json.loads(response.get_body()))
+
+
+def convergence_problems(histories: list[History], graph: GraphEmulator) -> dict[str, Any]:
+    """Compare Graph and the status records with each appointment's newest document."""
+    live = graph.meetings()
+    by_prefix: dict[str, list[Meeting]] = defaultdict(list)
+    for meeting in live:
+        by_prefix[meeting.external_id.rsplit("-g", 1)[0] + "-g"].append(meeting)
+    problems: list[str] = []
+    referenced: set[str] = set()
+    scheduled = 0
+    for item in histories:
+        newest = item.newest
+        meetings = by_prefix.pop(meeting_prefix(item.external_id), [])
+        state = record(item.external_id)
+        name = item.external_id
+        if state is None:
+            problems.append(f"{name}: no status record")
+            continue
+        if state["status"] not in ("scheduled", "cancelled") or state["pending"]:
+            problems.append(f"{name}: record {state['status']} pending={state['pending']}")
+        if state["lastModifiedDateTime"] != newest["lastModifiedDateTime"]:
+            problems.append(
+                f"{name}: record applied {state['lastModifiedDateTime']}, "
+                f"newest {newest['lastModifiedDateTime']}"
+            )
+        if newest.get("status") == "cancelled":
+            if meetings:
+                problems.append(f"{name}: cancelled but {len(meetings)} live meeting(s)")
+            if state["status"] != "cancelled":
+                problems.append(f"{name}: cancelled but record says {state['status']}")
+            continue
+        scheduled += 1
+        if len(meetings) != 1:
+            problems.append(f"{name}: {len(meetings)} live meetings, expected 1")
+            continue
+        [meeting] = meetings
+        referenced.add(meeting.id)
+        expected = {
+            "id": state["id"],
+            "organizer": newest["organizer"],
+            "subject": newest["subject"],
+            "start": _instant(newest["startDateTime"]),
+            "end": _instant(newest["endDateTime"]),
+        }
+        actual = {
+            "id": meeting.id,
+            "organizer": meeting.user_id,
+            "subject": meeting.subject,
+            "start": _instant(meeting.start),
+            "end": _instant(meeting.end),
+        }
+        if expected != actual:
+            different = {k: (expected[k], actual[k]) for k in expected if expected[k] != actual[k]}
+            problems.append(f"{name}: Graph differs from the newest document {different}")
+    orphans = [m.id for group in by_prefix.values() for m in group]
+    if orphans:
+        problems.append(f"{len(orphans)} orphan meeting(s) of no appointment: {orphans[:3]}")
+    return {
+        "problems": problems,
+        "appointments": len(histories),
+        "scheduled": scheduled,
+        "cancelled": len(histories) - scheduled,
+        "live_meetings": len(live),
+        "referenced_meetings": len(referenced),
+    }

@@ -1,0 +1,49 @@
+"""Smoke test of the benchmarks: `python -m bench --quick` runs and writes every JSON result.
+
+In a subprocess, so the benchmarks' own Azurite, emulator and environment never collide with
+the test session's. The numbers are not checked (tiny sizes say nothing); the shape is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPECTED = {
+    "intake": {"sequential", "concurrent", "ratios", "target", "documents"},
+    "reconcile": {"graph_calls", "wall", "errors", "delivery_latency", "by_category", "target"},
+    "coldstart": {"scenarios", "comparison", "package"},
+    "memory": {"samples", "peak_rss_mb", "slope_mb_per_1000", "flat"},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_quick_benchmarks_write_every_result(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--results", str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    for name, keys in EXPECTED.items():
+        path = tmp_path / f"{name}.json"
+        assert path.exists(), f"{name}.json not written"
+        result = json.loads(path.read_text())
+        assert result["benchmark"] == name
+        assert {"nproc", "python", "cpu_model"} <= set(result["machine"])
+        assert keys <= set(result), f"{name}: missing {keys - set(result)}"
+        assert result["quick"] is True
+    reconcile = json.loads((tmp_path / "reconcile.json").read_text())
+    assert reconcile["errors"] == 0
+    assert reconcile["graph_calls"]["actual"] == reconcile["graph_calls"]["minimum"]
