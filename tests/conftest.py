@@ -45,6 +45,14 @@ def graph() -> Iterator[GraphEmulator]:
         yield emulator
 
 
+@pytest.fixture
+def emulator(graph: GraphEmulator) -> Iterator[GraphEmulator]:
+    """The session's Graph emulator with no meetings, calls or faults left from other tests."""
+    graph.reset()
+    yield graph
+    graph.reset()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def app_environment(azurite: Azurite, graph: GraphEmulator) -> Iterator[dict[str, str]]:
     environment = {

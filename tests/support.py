@@ -14,6 +14,11 @@ from shared import signatures
 
 SECRET = "test-secret-0123456789abcdef"
 ORGANIZER_ID = "11111111-1111-4111-8111-111111111111"
+# The organizers GraphEmulator.seed_default_users() creates; the last has no access policy.
+ALEX = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e01"
+MEGAN = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e02"
+NO_POLICY = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e03"
+ALEX_UPN = "alex.wilber@contoso.onmicrosoft.com"
 
 
 def document(**overrides: Any) -> dict[str, Any]:

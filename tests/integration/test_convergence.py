@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from devtools.graph_emulator import GraphEmulator
 from shared.documents import parse_rfc3339
 from shared.planning import external_id
-from tests.integration.test_reconciler import ALEX, MEGAN, deliver, record
+from tests.integration.test_reconciler import deliver, record
+from tests.support import ALEX, MEGAN
 
 BASE = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 

@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,19 +27,7 @@ from shared.reconciler import LEASE_SECONDS, Reconciler, Result, RetryLater
 from shared.settings import POISON_QUEUE_NAME, queue_semantics
 from tests.conftest import clear_app_caches
 from tests.integration.queue_host import drain
-from tests.support import get_request, new_id, queue_message
-
-ALEX = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e01"
-MEGAN = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e02"
-NO_POLICY = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e03"
-ALEX_UPN = "alex.wilber@contoso.onmicrosoft.com"
-
-
-@pytest.fixture
-def emulator(graph: GraphEmulator) -> Iterator[GraphEmulator]:
-    graph.reset()
-    yield graph
-    graph.reset()
+from tests.support import ALEX, ALEX_UPN, MEGAN, NO_POLICY, get_request, new_id, queue_message
 
 
 @pytest.fixture

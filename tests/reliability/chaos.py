@@ -12,10 +12,8 @@ from typing import Any
 
 from devtools.graph_emulator import GraphEmulator, Meeting
 from shared.http_api import get_appointment
-from tests.support import get_request
+from tests.support import ALEX, MEGAN, get_request
 
-ALEX = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e01"
-MEGAN = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e02"
 OFFSETS = ("Z", "+02:00", "-05:00", "+05:30")
 
 

@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +36,9 @@ from shared.http_api import receive_appointments
 from shared.queue_functions import reconcile_appointment_event
 from shared.reconciler import LEASE_SECONDS
 from shared.settings import POISON_QUEUE_NAME, QUEUE_NAME
-from tests.reliability.chaos import ALEX, History, convergence_problems, history
+from tests.reliability.chaos import History, convergence_problems, history
 from tests.reliability.host import ConcurrentHost
-from tests.support import encode, signed_request
+from tests.support import ALEX, encode, signed_request
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 20261124
@@ -49,13 +48,6 @@ FAULT_RATE = 0.15
 LATENCY_SPIKE = 0.25
 WORKERS = 3
 CRASH_VISIBILITY = 5
-
-
-@pytest.fixture
-def emulator(graph: GraphEmulator) -> Iterator[GraphEmulator]:
-    graph.reset()
-    yield graph
-    graph.reset()
 
 
 def post(document: dict[str, Any]) -> int:

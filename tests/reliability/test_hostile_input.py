@@ -145,13 +145,6 @@ def local_host() -> Iterator[str]:
         thread.join(timeout=10)
 
 
-@pytest.fixture
-def emulator(graph: GraphEmulator) -> Iterator[GraphEmulator]:
-    graph.reset()
-    yield graph
-    graph.reset()
-
-
 def _queued_documents_are_valid(queue: QueueClient) -> int:
     """Read every message (invisible for a while) and parse it; return how many there were."""
     seen = 0

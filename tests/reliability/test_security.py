@@ -18,19 +18,17 @@ from shared.intake import Intake
 from shared.queue_functions import reconcile_appointment_event
 from shared.settings import POISON_QUEUE_NAME
 from tests.integration.queue_host import drain
-from tests.support import SECRET, document, encode, get_request, new_id, signed_request
-
-ALEX = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e01"
-MEGAN = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e02"
-NO_POLICY = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e03"
-
-
-@pytest.fixture
-def emulator(graph: GraphEmulator) -> Iterator[GraphEmulator]:
-    graph.reset()
-    yield graph
-    graph.reset()
-
+from tests.support import (
+    ALEX,
+    MEGAN,
+    NO_POLICY,
+    SECRET,
+    document,
+    encode,
+    get_request,
+    new_id,
+    signed_request,
+)
 
 # --- replay ---------------------------------------------------------------------------------
 
