@@ -42,6 +42,7 @@ from shared.queue_functions import reconcile_appointment_event
 from shared.reconciler import RetryLater
 from shared.settings import POISON_QUEUE_NAME
 from tests.support import SECRET, document, encode, queue_message, signed_request
+from tests.unit.factories import DOCUMENT_FIELDS
 
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 SIGNED_SHARE = 9  # of 10 webhook cases carry a valid signature
@@ -297,19 +298,6 @@ json_value = st.recursive(
     ),
     max_leaves=30,
 )
-FIELDS = [
-    "externalAppointmentId",
-    "lastModifiedDateTime",
-    "status",
-    "organizer",
-    "startDateTime",
-    "endDateTime",
-    "subject",
-    "timeZone",
-    "externalAppointmentUrl",
-    "appointmentClients",
-    "settings",
-]
 
 
 @st.composite
@@ -331,7 +319,7 @@ def hostile_body(draw: st.DrawFn) -> tuple[str, bytes]:
     )
     if kind == "mutated":
         body = document()
-        for name in draw(st.lists(st.sampled_from(FIELDS), min_size=1, max_size=4)):
+        for name in draw(st.lists(st.sampled_from(DOCUMENT_FIELDS), min_size=1, max_size=4)):
             body[name] = draw(json_value)
         return content_type, encode(body)
     if kind == "nested":
@@ -443,7 +431,7 @@ def queue_body(draw: st.DrawFn) -> bytes:
             )
         )
     )
-    for name in draw(st.lists(st.sampled_from(FIELDS), max_size=2)):
+    for name in draw(st.lists(st.sampled_from(DOCUMENT_FIELDS), max_size=2)):
         body[name] = draw(json_value)
     envelope = {"correlationId": "fuzz", "document": body}
     if draw(st.booleans()):

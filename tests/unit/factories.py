@@ -192,18 +192,9 @@ json_values = st.recursive(
     max_leaves=12,
 )
 
-DOCUMENT_FIELDS = (
-    "externalAppointmentId",
-    "lastModifiedDateTime",
-    "status",
-    "organizer",
-    "startDateTime",
-    "endDateTime",
-    "subject",
-    "timeZone",
-    "externalAppointmentUrl",
-    "appointmentClients",
-    "settings",
+# Every field of the contract's document, by its camelCase name.
+DOCUMENT_FIELDS = tuple(
+    field.alias or name for name, field in AppointmentDocument.model_fields.items()
 )
 # Documents with the right keys and arbitrary values: reaches every validator's error path.
 document_like = st.dictionaries(
