@@ -25,8 +25,8 @@ from shared.settings import QUEUE_NAME
 from tests.support import document, encode, signed_request
 
 STORAGE_DEADLINE_SECONDS = 10.0  # SPEC: a dead account gives a quick 503
-# Longer than that deadline: a request caught in flight when storage dies may take all of it
-# (Azurite holds its ports while it shuts down), and requests must still start during the outage.
+# Longer than that deadline: every request that starts while storage is down is a quick 503, and
+# one caught in flight when it died is bounded by the deadline, so requests start during the outage.
 OUTAGE_SECONDS = STORAGE_DEADLINE_SECONDS + 3.0
 
 
