@@ -161,6 +161,10 @@ module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermission
     principalId: identity.outputs.principalId
     enableSms: enableSms
   }
+  // Entra replication delay for a new identity (msgraph-bicep-types#193, "Not a valid reference update"): wait for api.
+  dependsOn: [
+    api
+  ]
 }
 
 // azd conventions

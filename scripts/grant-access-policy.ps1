@@ -50,7 +50,9 @@
 
 .PARAMETER Remove
     Undo: revoke the grants made to the given targets, take the app id out of the policy and
-    delete the policy when no app is left in it. Use after `azd down`.
+    delete the policy when no app is left in it. Use after `azd down`. A grant is revoked only
+    where it is this policy; with -Global the tenant-wide policy is reset only when its app ids
+    are this policy's (another app's global grant is left alone, with a warning).
 
 .PARAMETER Force
     Replace a different application access policy already granted to a target user or group.
@@ -126,6 +128,13 @@ function Get-GroupPolicy([string] $Group) {
     return ''
 }
 
+# App ids of the tenant-wide (Global) application access policy instance; empty when none.
+function Get-GlobalAppIds {
+    $found = Get-CsApplicationAccessPolicy -Identity Global -ErrorAction SilentlyContinue
+    if ($found -and $found.AppIds) { return @($found.AppIds) }
+    return @()
+}
+
 $policy = Get-CsApplicationAccessPolicy -Identity $PolicyName -ErrorAction SilentlyContinue
 
 if ($Remove) {
@@ -137,8 +146,18 @@ if ($Remove) {
     if ($GroupId -and (Get-GroupPolicy $GroupId) -eq $PolicyName -and $PSCmdlet.ShouldProcess($GroupId, "Remove group assignment of $PolicyName")) {
         Remove-CsGroupPolicyAssignment -GroupId $GroupId -PolicyType ApplicationAccessPolicy
     }
-    if ($Global -and $PSCmdlet.ShouldProcess('tenant', "Revoke global $PolicyName")) {
-        Grant-CsApplicationAccessPolicy -Global -PolicyName $null
+    if ($Global) {
+        # Reset the tenant-wide instance only when it is this policy: same app ids, ours among
+        # them. Anything else is another app's grant, and resetting it would cut that app off.
+        $globalAppIds = @(Get-GlobalAppIds)
+        $ourAppIds = if ($policy) { @($policy.AppIds) } else { @($AppId) }
+        $isOurs = ($globalAppIds -contains $AppId) -and -not (Compare-Object $globalAppIds $ourAppIds)
+        if (-not $isOurs) {
+            $apps = if ($globalAppIds.Count) { $globalAppIds -join ', ' } else { 'none' }
+            Write-Warning "The global application access policy is not '$PolicyName' (its apps: $apps); left unchanged. If it is yours to reset: Grant-CsApplicationAccessPolicy -Global -PolicyName `$null"
+        } elseif ($PSCmdlet.ShouldProcess('tenant', "Revoke global $PolicyName")) {
+            Grant-CsApplicationAccessPolicy -Global -PolicyName $null
+        }
     }
     if ($policy) {
         $remaining = @($policy.AppIds | Where-Object { $_ -ne $AppId })

@@ -428,6 +428,13 @@ def test_graph_roles_go_to_the_app_identity_and_can_be_skipped() -> None:
     ]
 
 
+def test_graph_roles_wait_for_the_function_app() -> None:
+    # A new identity may not have replicated in Entra yet when Graph is asked to assign it a role
+    # (msgraph-bicep-types#193, "Not a valid reference update"); deploying the app first buys time.
+    assert "api" in body(_main()["modules"]["graphPermissions"]).get("dependsOn", [])
+    assert "msgraph-bicep-types#193" in (INFRA_DIR / "main.bicep").read_text(encoding="utf-8")
+
+
 # --- monitoring -------------------------------------------------------------------------------
 
 

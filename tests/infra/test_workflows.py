@@ -95,6 +95,20 @@ def test_access_policy_script_is_idempotent_and_complete() -> None:
         assert needle in text, needle
 
 
+def test_access_policy_removal_leaves_another_apps_global_grant_alone() -> None:
+    text = (REPO_ROOT / "scripts" / "grant-access-policy.ps1").read_text(encoding="utf-8")
+    remove = text[text.index("if ($Remove) {") :]
+    remove = remove[: remove.index("\n}\n")]
+    reset = remove.index("Grant-CsApplicationAccessPolicy -Global -PolicyName $null")
+    # The global branch reads the current tenant-wide instance before resetting it ...
+    check = remove.index("Get-GlobalAppIds")
+    assert check < reset
+    assert "Get-CsApplicationAccessPolicy -Identity Global" in text
+    # ... and resets it only when it is this policy, warning otherwise.
+    assert "$isOurs" in remove[check:reset]
+    assert "Write-Warning" in remove[check:reset]
+
+
 # --- workflows --------------------------------------------------------------------------------
 
 
@@ -136,26 +150,77 @@ def test_ci_runs_tests_and_builds_bicep(workflows: dict[str, dict[Any, Any]]) ->
     assert any("az bicep build --file infra/main.bicep" in r for r in bicep_runs)
 
 
+def _permissions(workflow: dict[Any, Any], job: dict[str, Any]) -> dict[str, str]:
+    """A job's effective token permissions: its own block, else the workflow's."""
+    permissions = job.get("permissions", workflow.get("permissions"))
+    assert isinstance(permissions, dict), "permissions must be an explicit mapping"
+    return permissions
+
+
+def _azure_login_steps(job: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        s
+        for s in _steps(job)
+        if str(s.get("run", "")).startswith("azd auth login")
+        or str(s.get("uses", "")).lower().startswith("azure/login@")
+    ]
+
+
+def _runs_tests(job: dict[str, Any]) -> bool:
+    return any(re.search(r"\b(make test|pytest|npm (ci|test)|vitest)\b", r) for r in _runs(job))
+
+
+def test_only_the_azure_login_job_can_mint_an_oidc_token(
+    workflows: dict[str, dict[Any, Any]],
+) -> None:
+    for name, workflow in workflows.items():
+        # Nothing is granted workflow-wide beyond reading the repository.
+        assert workflow["permissions"] == {"contents": "read"}, name
+        for job_name, job in workflow["jobs"].items():
+            permissions = _permissions(workflow, job)
+            assert set(permissions.values()) <= {"read", "write"}, (name, job_name)
+            writes = {scope for scope, level in permissions.items() if level == "write"}
+            if _azure_login_steps(job):
+                assert permissions == {"contents": "read", "id-token": "write"}, (name, job_name)
+                assert not _runs_tests(job), f"{name}:{job_name} logs in to Azure and runs tests"
+            else:
+                assert not writes, f"{name}:{job_name} needs no write scope: {writes}"
+            if _runs_tests(job):
+                assert "id-token" not in permissions, f"{name}:{job_name} runs tests with OIDC"
+
+
 def test_deploy_uses_oidc_with_least_privilege(workflows: dict[str, dict[Any, Any]]) -> None:
     deploy = workflows["deploy.yml"]
     triggers = _triggers(deploy)
     assert triggers["push"]["branches"] == ["main"]
     assert "pull_request" not in triggers, "pull requests must never reach production"
-    assert deploy["permissions"] == {"id-token": "write", "contents": "read"}
-    for job in deploy["jobs"].values():
-        assert "permissions" not in job, "jobs inherit the workflow's minimal permissions"
+    assert deploy["permissions"] == {"contents": "read"}
+    assert "permissions" not in deploy["jobs"]["test"], "the test job keeps the read-only token"
+    assert deploy["jobs"]["deploy"]["permissions"] == {"contents": "read", "id-token": "write"}
     assert deploy["concurrency"]["group"]
     assert deploy["concurrency"]["cancel-in-progress"] is False
 
 
-def test_deploy_logs_in_with_repository_variables(workflows: dict[str, dict[Any, Any]]) -> None:
+def test_deploy_logs_in_with_azd_federated_credential(
+    workflows: dict[str, dict[Any, Any]],
+) -> None:
     job = workflows["deploy.yml"]["jobs"]["deploy"]
-    (login,) = _uses(job, "azure/login")
-    inputs = login["with"]
-    assert set(inputs) == {"client-id", "tenant-id", "subscription-id"}, "no creds input"
-    assert inputs["client-id"] == "${{ vars.AZURE_CLIENT_ID }}"
-    assert inputs["tenant-id"] == "${{ vars.AZURE_TENANT_ID }}"
-    assert inputs["subscription-id"] == "${{ vars.AZURE_SUBSCRIPTION_ID }}"
+    # azd fetches a fresh GitHub assertion whenever it needs a token; an az CLI login made by
+    # azure/login (reused through auth.useAzCliAuth) cannot be refreshed in a long run.
+    assert not _uses(job, "azure/login"), "no az login: nothing in the job runs az"
+    assert not any("useAzCliAuth" in r for r in _runs(job))
+    assert not any(re.match(r"\s*az\s", r) for r in _runs(job))
+    (login,) = _azure_login_steps(job)
+    command = str(login["run"])
+    assert '--client-id "$AZURE_CLIENT_ID"' in command
+    assert '--tenant-id "$AZURE_TENANT_ID"' in command
+    assert '--federated-credential-provider "github"' in command
+    assert "--client-secret" not in command
+    assert "--client-certificate" not in command
+    env = job["env"]
+    assert env["AZURE_CLIENT_ID"] == "${{ vars.AZURE_CLIENT_ID }}"
+    assert env["AZURE_TENANT_ID"] == "${{ vars.AZURE_TENANT_ID }}"
+    assert env["AZURE_SUBSCRIPTION_ID"] == "${{ vars.AZURE_SUBSCRIPTION_ID }}"
     assert not any("secrets." in s for s in _strings(login))
 
 
@@ -177,6 +242,11 @@ def test_deploy_tests_first_then_provisions_and_deploys(
     assert provision[0] < ship[0]
     assert all("--no-prompt" in runs[i] for i in provision + ship)
     steps = _steps(deploy)
-    login_at = next(i for i, s in enumerate(steps) if str(s.get("uses", "")).startswith("azure/"))
+    setup_at = next(
+        i for i, s in enumerate(steps) if str(s.get("uses", "")).startswith("Azure/setup-azd@")
+    )
+    login_at = next(
+        i for i, s in enumerate(steps) if str(s.get("run", "")).startswith("azd auth login")
+    )
     azd_at = next(i for i, s in enumerate(steps) if str(s.get("run", "")).startswith("azd prov"))
-    assert login_at < azd_at
+    assert setup_at < login_at < azd_at
