@@ -79,6 +79,8 @@ class Plan:
     intent: Intent | None = None  # the meeting this plan creates, if any
     warnings: tuple[str, ...] = ()
     strays: tuple[Intent, ...] = ()  # recovered and deleted, in slot order `stray:<n>`
+    # Only leftovers of an interrupted attempt are deleted; the applied version stays as it is.
+    cleanup: bool = False
 
 
 @dataclass
@@ -98,6 +100,9 @@ class Outcome:
 
     meetings: dict[str, MeetingFacts] = field(default_factory=dict)
     deleted: set[str] = field(default_factory=set)
+    # Slots whose createOrGet Graph refused (4xx): no meeting exists there.
+    refused: set[str] = field(default_factory=set)
+    sms_sent: list[SmsKind] = field(default_factory=list)  # sent or refused: never again
     warnings: list[str] = field(default_factory=list)
 
 
@@ -111,9 +116,15 @@ def external_id(appointment_id: str, generation: int) -> str:
     return f"va1-{digest}-g{generation}"
 
 
-def windows_time_zone(iana: str) -> str:
-    """The Windows zone name Graph's SMS call takes for an IANA zone (UTC when unknown)."""
-    return str(tz_win.get(iana, "UTC"))
+def windows_time_zone(iana: str) -> str | None:
+    """The Windows zone name Graph's SMS call takes for an IANA zone (None when it has none)."""
+    zone = tz_win.get(iana)
+    return None if zone is None else str(zone)
+
+
+def sms_marker(kind: SmsKind, document: AppointmentDocument) -> str:
+    """What `AppliedState.notified` holds once this SMS went out for this version."""
+    return f"{kind}@{version_key(document.version)}"
 
 
 def is_settled(document: AppointmentDocument, state: AppliedState, *, replay: bool) -> bool:
@@ -130,9 +141,15 @@ def _sms(
     """One SMS operation for the US numbers; a warning for each number Graph cannot text."""
     if not document.settings.send_sms_notifications:
         return [], []
-    zone = windows_time_zone(document.effective_time_zone)
-    attendees: list[Attendee] = []
     warnings: list[str] = []
+    zone = windows_time_zone(document.effective_time_zone)
+    if zone is None:
+        zone = "UTC"
+        warnings.append(
+            f"timeZone {document.effective_time_zone} has no Windows equivalent; "
+            "SMS times are in UTC"
+        )
+    attendees: list[Attendee] = []
     for index, client in enumerate(document.appointment_clients):
         number = client.sms_capable_phone_number
         if number is None:
@@ -173,20 +190,10 @@ def _recovery_times(
     return document.version, document.version + timedelta(minutes=30)
 
 
-def plan(document: AppointmentDocument, state: AppliedState, organizer_id: str | None) -> Plan:
-    """The fewest operations that make Graph match `document` (callers check `is_settled`).
-
-    `organizer_id` is the document's organizer resolved to an object id (None if cancelled).
-    """
-    has_current = state.meeting_id is not None
-    wanted_organizer = None
-    if not document.is_cancelled and (not has_current or organizer_id != state.organizer_id):
-        wanted_organizer = organizer_id
-    adopted = next((i for i in state.intents if i.organizer_id == wanted_organizer), None)
-    strays = [i for i in state.intents if i is not adopted]
-    generation = max([state.generation, *(i.generation + 1 for i in state.intents)])
-
-    # Meetings an interrupted attempt may have made and that this plan does not adopt.
+def _stray_operations(
+    document: AppointmentDocument, state: AppliedState, strays: list[Intent]
+) -> tuple[list[Operation], list[Operation]]:
+    """Recover (createOrGet) and then delete the meetings an interrupted attempt may have made."""
     recover: list[Operation] = []
     discard: list[Operation] = []
     start, end = _recovery_times(document, state)
@@ -203,6 +210,34 @@ def plan(document: AppointmentDocument, state: AppliedState, organizer_id: str |
             )
         )
         discard.append(DeleteMeeting(slot))
+    return recover, discard
+
+
+def cleanup(document: AppointmentDocument, state: AppliedState) -> Plan:
+    """Delete what interrupted attempts may have left (state.intents), and nothing else.
+
+    For a message whose version is already settled: the applied version, its status and any
+    recorded failure stay as they are.
+    """
+    strays = list(state.intents)
+    recover, discard = _stray_operations(document, state, strays)
+    generation = max([state.generation, *(i.generation + 1 for i in strays)])
+    return Plan(document, (*recover, *discard), generation, strays=tuple(strays), cleanup=True)
+
+
+def plan(document: AppointmentDocument, state: AppliedState, organizer_id: str | None) -> Plan:
+    """The fewest operations that make Graph match `document` (callers check `is_settled`).
+
+    `organizer_id` is the document's organizer resolved to an object id (None if cancelled).
+    """
+    has_current = state.meeting_id is not None
+    wanted_organizer = None
+    if not document.is_cancelled and (not has_current or organizer_id != state.organizer_id):
+        wanted_organizer = organizer_id
+    adopted = next((i for i in state.intents if i.organizer_id == wanted_organizer), None)
+    strays = [i for i in state.intents if i is not adopted]
+    generation = max([state.generation, *(i.generation + 1 for i in state.intents)])
+    recover, discard = _stray_operations(document, state, strays)
 
     ops: list[Operation] = []
     warnings: list[str] = []
@@ -236,7 +271,9 @@ def plan(document: AppointmentDocument, state: AppliedState, organizer_id: str |
         sms, warnings = _sms(document, "reschedule" if has_current else "confirmation", NEW)
         ops += sms
     else:
-        # Same organizer, meeting exists: patch only what changed.
+        # Same organizer, meeting exists: patch only what changed. With no version applied in
+        # full yet (a first attempt stopped after createOrGet), what the meeting holds is not
+        # known: patch it, and the clients have not had their confirmation yet.
         last = state.document
         time_changed = last is None or (last.start, last.end) != (document.start, document.end)
         subject_changed = last is None or last.effective_subject != document.effective_subject
@@ -251,9 +288,17 @@ def plan(document: AppointmentDocument, state: AppliedState, organizer_id: str |
             )
         if document.settings.allow_client_to_join_using_browser and not state.client_join_web_url:
             ops.append(FetchClientJoinUrl(CURRENT))
-        if time_changed and last is not None:
-            sms, warnings = _sms(document, "reschedule", CURRENT)
+        if last is None or time_changed:
+            sms, warnings = _sms(
+                document, "confirmation" if last is None else "reschedule", CURRENT
+            )
             ops += sms
+    # A retry of this version must not text the clients again.
+    ops = [
+        op
+        for op in ops
+        if not (isinstance(op, SendSms) and sms_marker(op.kind, document) == state.notified)
+    ]
     return Plan(
         document, (*recover, *ops, *discard), generation, intent, tuple(warnings), tuple(strays)
     )
@@ -292,20 +337,40 @@ def progress(state: AppliedState, plan_: Plan, outcome: Outcome) -> AppliedState
     created = outcome.meetings.get(NEW)
     intents = set(state.intents)
     if plan_.intent is not None:
-        intents.add(plan_.intent)
+        if NEW in outcome.refused or NEW in outcome.deleted:
+            created = None  # Graph made no meeting, or it is gone again
+            intents.discard(plan_.intent)  # recorded with the lease
+        else:
+            intents.add(plan_.intent)
     for index, stray in enumerate(plan_.strays):
-        if f"stray:{index}" in outcome.deleted:
+        slot = f"stray:{index}"
+        if slot in outcome.deleted or slot in outcome.refused:
             intents.discard(stray)
     chosen = current
     if created is not None and current is None and plan_.intent is not None:
         chosen = created  # adopt the new meeting: it is the only one
         intents.discard(plan_.intent)
     updated = _with_meeting(state, chosen)
-    return replace(updated, intents=tuple(sorted(intents, key=lambda i: i.generation)))
+    notified = state.notified
+    if outcome.sms_sent:
+        notified = sms_marker(outcome.sms_sent[-1], plan_.document)
+    return replace(
+        updated,
+        intents=tuple(sorted(intents, key=lambda i: i.generation)),
+        notified=notified,
+    )
 
 
 def settle(state: AppliedState, plan_: Plan, outcome: Outcome) -> AppliedState:
     """The applied state once every operation of the plan has succeeded."""
+    if plan_.cleanup:
+        tidied = progress(state, plan_, outcome)
+        return replace(
+            tidied,
+            generation=max(tidied.generation, plan_.generation),
+            lease_owner=None,
+            lease_until=0.0,
+        )
     document = plan_.document
     chosen = outcome.meetings.get(NEW)
     if chosen is None and CURRENT not in outcome.deleted:
@@ -323,6 +388,7 @@ def settle(state: AppliedState, plan_: Plan, outcome: Outcome) -> AppliedState:
         error=None,
         failed_version=None,
         intents=(),
+        notified=None,
         lease_owner=None,
         lease_until=0.0,
     )

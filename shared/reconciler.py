@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from urllib.parse import quote
 
 from shared.documents import AppointmentDocument, version_key
 from shared.events import AppointmentEvent, MalformedMessage
@@ -42,6 +43,7 @@ from shared.planning import (
     Plan,
     SendSms,
     UpdateMeeting,
+    cleanup,
     fail,
     is_settled,
     plan,
@@ -98,6 +100,8 @@ class _Attempt:
     state: AppliedState
     etag: str | None
     last_attempt: bool
+    # A newer version is stored: its own message carries it, this one must not fail it.
+    superseded: bool = False
     plan: Plan | None = None
     outcome: Outcome = field(default_factory=Outcome)
 
@@ -165,7 +169,10 @@ class Reconciler:
         )
         return Result.DEFERRED
 
-    def _organizer_id(self, document: AppointmentDocument, state: AppliedState) -> str | None:
+    def _organizer_id(
+        self, document: AppointmentDocument, state: AppliedState, *, fresh: bool
+    ) -> str | None:
+        """The organizer's object id; `fresh` (a replay) looks a UPN up again, past the cache."""
         if document.is_cancelled or document.organizer is None:
             return None
         last = state.document
@@ -174,7 +181,7 @@ class Reconciler:
         guid = _guid_or_none(document.organizer)
         if guid is not None:
             return guid
-        cached = self._store.cached_organizer_id(document.organizer)
+        cached = None if fresh else self._store.cached_organizer_id(document.organizer)
         if cached is not None:
             return cached
         resolved = self._graph().resolve_user_id(document.organizer).lower()
@@ -196,24 +203,26 @@ class Reconciler:
             raise RetryLater("desired document not readable yet")
         document = stored.desired.document
         state = stored.applied or AppliedState()
-        attempt = _Attempt(event, state, stored.applied_etag, last_attempt)
-        replay = event.replay and stored.desired.version == version_key(event.document.version)
-        if is_settled(document, state, replay=replay):
-            if not state.intents or state.document is None:
-                return Result.SETTLED
-            # Only leftovers of an interrupted attempt remain: clean them up under the
-            # version already applied.
-            document = state.document
+        event_version = version_key(event.document.version)
+        superseded = event_version < stored.desired.version
+        attempt = _Attempt(event, state, stored.applied_etag, last_attempt, superseded)
+        replay = event.replay and stored.desired.version == event_version
+        settled = is_settled(document, state, replay=replay)
+        if settled and not state.intents:
+            return Result.SETTLED
         now = self._clock()
         if state.lease_owner and state.lease_until > now:
             # Leases are usually released within a second; look again soon, not at expiry.
             raise _Busy(min(state.lease_until - now, BUSY_RETRY_SECONDS))
+        if settled:
+            # Only leftovers of an interrupted attempt remain: delete them, change nothing else.
+            return self._apply(attempt, cleanup(state.document or document, state), now)
 
         try:
-            organizer_id = self._organizer_id(document, state)
+            organizer_id = self._organizer_id(document, state, fresh=replay)
         except PermanentGraphError as error:
             empty = Plan(document, (), state.generation)
-            failed = fail(state, empty, Outcome(), ErrorInfo(error.code, error.message))
+            failed = fail(state, empty, Outcome(), _error_info(error, external_id))
             return Result.FAILED if self._commit(external_id, failed, attempt.etag) else None
         except TransientGraphError as error:
             return self._transient(attempt, error)
@@ -238,7 +247,7 @@ class Reconciler:
         lease_etag = self._commit(external_id, leased, attempt.etag)
         if lease_etag is None:
             return None
-        attempt = _Attempt(attempt.event, leased, lease_etag, attempt.last_attempt, the_plan)
+        attempt = replace(attempt, state=leased, etag=lease_etag, plan=the_plan)
 
         try:
             self._execute(the_plan, leased, attempt.outcome, lease_until - LEASE_MARGIN_SECONDS)
@@ -248,8 +257,8 @@ class Reconciler:
                 gone = replace(leased.without_meeting(), lease_owner=None, lease_until=0.0)
                 self._commit(external_id, gone, lease_etag)
                 return None
-            info = ErrorInfo(error.code, error.message)
-            failed = fail(leased, the_plan, attempt.outcome, info)
+            self._undo_new_meeting(attempt.outcome)
+            failed = fail(leased, the_plan, attempt.outcome, _error_info(error, external_id))
             if self._commit(external_id, failed, lease_etag) is None:
                 return None
             log.warning("appointment %s failed: %s", external_id, error.code)
@@ -261,6 +270,22 @@ class Reconciler:
         if self._commit(external_id, done, lease_etag) is None:
             return None  # the lease ran out and another worker moved on: plan again
         return Result.APPLIED
+
+    def _undo_new_meeting(self, outcome: Outcome) -> None:
+        """A failed version keeps the last good meeting: delete the one it made beside it.
+
+        Best effort: if the delete fails too, the meeting stays recorded as an intent and the
+        next delivery of any version deletes it.
+        """
+        created = outcome.meetings.get(NEW)
+        if created is None or CURRENT not in outcome.meetings or CURRENT in outcome.deleted:
+            return
+        try:
+            self._graph().delete_meeting(created.organizer_id, created.meeting_id)
+        except GraphError as error:
+            log.warning("could not delete the meeting a failed version created: %s", error)
+            return
+        outcome.deleted.add(NEW)
 
     def _commit(self, external_id: str, state: AppliedState, etag: str | None) -> str | None:
         """The new ETag, or None when another writer got there first."""
@@ -277,18 +302,31 @@ class Reconciler:
         if attempt.plan is not None:
             state = progress(state, attempt.plan, attempt.outcome)
         released = replace(state, lease_owner=None, lease_until=0.0)
+        if attempt.last_attempt and attempt.superseded:
+            # The newest version has a message of its own, with its own retries: only that
+            # message may record the newest version as failed.
+            self._commit(external_id, released, attempt.etag)
+            log.warning(
+                "appointment %s: giving up on a superseded message (correlation %s)",
+                external_id,
+                event.correlation_id,
+            )
+            raise RetryLater(str(error))
         if attempt.last_attempt:
             message = (
                 "Microsoft Graph stayed unavailable through every retry; the message is in "
                 "appointment-events-poison. POST /api/appointments/{id}/reconcile replays it."
             )
             the_plan = attempt.plan or Plan(event.document, (), state.generation)
-            failed = fail(released, the_plan, Outcome(), ErrorInfo("graphUnavailable", message))
+            unavailable = ErrorInfo("graphUnavailable", _with_route(message, external_id))
+            failed = fail(released, the_plan, Outcome(), unavailable)
             self._commit(external_id, failed, attempt.etag)
             raise RetryLater(str(error))
         self._commit(external_id, released, attempt.etag)
         retry_after = error.retry_after if isinstance(error, TransientGraphError) else None
-        if retry_after is not None and retry_after > MAX_WAIT_IN_CALL:
+        if retry_after is not None:
+            # Graph said when to come back: a hand-back does not use up a delivery, so a long
+            # spell of throttling does not end in the poison queue.
             raise _HandBack(retry_after)
         raise RetryLater(str(error))
 
@@ -304,23 +342,41 @@ class Reconciler:
                 state.join_web_url,
                 state.client_join_web_url,
             )
-        for op in the_plan.operations:
+
+        def in_lease() -> None:
+            """Every call starts early enough to end (CALL_DEADLINE_SECONDS) within the lease."""
             if self._clock() > deadline:
                 raise TransientGraphError("lease about to expire")
+
+        for op in the_plan.operations:
+            in_lease()
             if isinstance(op, CreateOrGetMeeting):
-                meeting = graph.create_or_get_meeting(
-                    op.organizer_id, op.external_id, op.start, op.end, op.subject
-                )
+                try:
+                    meeting = graph.create_or_get_meeting(
+                        op.organizer_id, op.external_id, op.start, op.end, op.subject
+                    )
+                except PermanentGraphError as error:
+                    outcome.refused.add(op.slot)  # Graph made no meeting there
+                    if op.slot == NEW:
+                        raise
+                    log.warning("a leftover meeting could not be recovered: %s", error.code)
+                    continue
                 outcome.meetings[op.slot] = MeetingFacts(
                     op.organizer_id, meeting.id, op.external_id, meeting.join_web_url
                 )
-                if op.slot == NEW and meeting.differs_from(op.start, op.end, op.subject):
+                if op.slot != NEW:
+                    continue  # about to be deleted: nothing to bring up to date
+                if meeting.differs_from(op.start, op.end, op.subject):
                     # An existing meeting (adopted after an interrupted attempt) from an older
                     # version: bring it up to date.
+                    in_lease()
                     graph.update_meeting(op.organizer_id, meeting.id, op.start, op.end, op.subject)
                 if meeting.lobby_scope == "everyone":
                     # Anonymous browser clients wait in the lobby under every other scope.
+                    in_lease()
                     graph.restrict_lobby(op.organizer_id, meeting.id)
+                continue
+            if op.slot in outcome.refused:
                 continue
             facts = outcome.meetings[op.slot]
             if isinstance(op, FetchClientJoinUrl):
@@ -336,6 +392,7 @@ class Reconciler:
                 outcome.deleted.add(op.slot)
             elif isinstance(op, SendSms):
                 # A text is a notification, not the appointment: a refusal becomes a warning.
+                outcome.sms_sent.append(op.kind)  # sent or refused: not tried again
                 try:
                     graph.send_sms(facts.organizer_id, facts.meeting_id, op.kind, op.attendees)
                 except PermanentGraphError as error:
@@ -344,6 +401,15 @@ class Reconciler:
                     outcome.warnings.append(
                         f"SMS {op.kind} not sent: Microsoft Graph was unavailable"
                     )
+
+
+def _with_route(message: str, external_id: str) -> str:
+    """A user-facing message with the appointment's own replay route filled in."""
+    return message.replace("{id}", quote(external_id, safe=""))
+
+
+def _error_info(error: PermanentGraphError, external_id: str) -> ErrorInfo:
+    return ErrorInfo(error.code, _with_route(error.message, external_id))
 
 
 def _touches_current(the_plan: Plan) -> bool:

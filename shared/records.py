@@ -71,14 +71,18 @@ class AppliedState:
     error: ErrorInfo | None = None
     failed_version: str | None = None
     intents: tuple[Intent, ...] = ()
+    # "<kind>@<version>" of the SMS already sent for a version not yet applied in full, so a
+    # retry of that version does not text the clients twice.
+    notified: str | None = None
     # A lease (owner, expiry as unix seconds) keeps one worker at a time on an appointment.
     lease_owner: str | None = None
     lease_until: float = 0.0
 
     def without_meeting(self) -> AppliedState:
-        """The state once its meeting has been deleted."""
+        """The state once its meeting has been deleted (its organizer goes with it)."""
         return replace(
             self,
+            organizer_id=None,
             meeting_id=None,
             join_web_url=None,
             client_join_web_url=None,

@@ -8,6 +8,7 @@ missing, so a fresh Azurite or storage account needs no set-up step.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 from collections.abc import Callable
@@ -181,6 +182,7 @@ def _entity_to_applied(entity: dict[str, Any]) -> AppliedState:
         error=error,
         failed_version=entity.get("FailedVersion") or None,
         intents=tuple(Intent(o, int(g)) for o, g in json.loads(entity.get("Intents") or "[]")),
+        notified=entity.get("Notified") or None,
         lease_owner=entity.get("LeaseOwner") or None,
         lease_until=float(entity.get("LeaseUntil", 0.0)),
     )
@@ -204,9 +206,16 @@ def _applied_to_entity(external_id: str, state: AppliedState) -> dict[str, Any]:
         "ErrorMessage": state.error.message if state.error else "",
         "FailedVersion": state.failed_version or "",
         "Intents": json.dumps([[i.organizer_id, i.generation] for i in state.intents]),
+        "Notified": state.notified or "",
         "LeaseOwner": state.lease_owner or "",
         "LeaseUntil": float(state.lease_until),
     }
+
+
+def _organizer_key(user_principal_name: str) -> str:
+    """The cache row's key: hashed, since a guest's UPN holds `#`, which a key cannot."""
+    digest = hashlib.sha256(user_principal_name.lower().encode("utf-8")).hexdigest()
+    return f"upn:{digest}"
 
 
 class AppointmentStore:
@@ -214,7 +223,8 @@ class AppointmentStore:
 
     Per appointment (PartitionKey = externalAppointmentId) the row `desired` holds the newest
     document received and the row `applied` what the reconciler made true in Graph. Organizer
-    ids resolved from UPNs live under PartitionKey `upn:<upn>`, row `organizer`.
+    ids resolved from UPNs live under PartitionKey `upn:<sha256 of the lowercased UPN>`,
+    row `organizer`.
     """
 
     def __init__(self, table: TableClient) -> None:
@@ -325,12 +335,12 @@ class AppointmentStore:
         return str(written["etag"])
 
     def cached_organizer_id(self, user_principal_name: str) -> str | None:
-        entity = self._get("upn:" + user_principal_name.lower(), ORGANIZER)
+        entity = self._get(_organizer_key(user_principal_name), ORGANIZER)
         return None if entity is None else str(entity["ObjectId"])
 
     def cache_organizer_id(self, user_principal_name: str, object_id: str) -> None:
         entity = {
-            "PartitionKey": "upn:" + user_principal_name.lower(),
+            "PartitionKey": _organizer_key(user_principal_name),
             "RowKey": ORGANIZER,
             "ObjectId": object_id,
         }

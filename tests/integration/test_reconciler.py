@@ -563,3 +563,222 @@ def test_endless_retry_after_is_not_deferred_forever(emulator: GraphEmulator) ->
 
     state = record(external_id)
     assert (state["status"], state["error"]["code"]) == ("failed", "graphUnavailable")
+
+
+# --- after a failure: nothing stuck, nothing retried, nothing orphaned -----------------------
+
+GHOST = "00000000-0000-4000-8000-000000000000"  # a GUID no user of the tenant has
+MOVED_USER = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e71"
+GUEST_USER = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e72"
+
+
+def cancel(external_id: str, minute: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "externalAppointmentId": external_id,
+        "lastModifiedDateTime": f"2026-11-20T10:{minute:02d}:00Z",
+        "status": "cancelled",
+        **fields,
+    }
+
+
+@pytest.mark.parametrize("organizer", [GHOST, NO_POLICY])
+def test_a_version_graph_refused_does_not_block_the_next_one(
+    emulator: GraphEmulator, organizer: str
+) -> None:
+    # createOrGet refused: no meeting exists, so nothing may be left to "recover" later.
+    external_id = new_id()
+    deliver(doc(external_id, 0, organizer=organizer))
+    assert record(external_id)["status"] == "failed"
+
+    emulator.reset_calls()
+    deliver(doc(external_id, 1, organizer=ALEX))
+    assert counts(emulator) == {"createOrGet": 1, "getJoinWebUrl": 1}
+    assert record(external_id)["status"] == "scheduled"
+
+    emulator.reset_calls()
+    deliver(cancel(external_id, 2))
+    assert counts(emulator) == {"deleteMeeting": 1}
+    assert record(external_id)["status"] == "cancelled"
+    assert live(emulator) == []
+
+
+def test_cancelling_a_refused_first_version_needs_no_graph_call(emulator: GraphEmulator) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0, organizer=NO_POLICY))
+    emulator.reset_calls()
+    deliver(cancel(external_id, 1))
+    assert counts(emulator) == {}
+    assert record(external_id)["status"] == "cancelled"
+
+
+def test_a_refused_organizer_move_keeps_the_old_meeting_in_service(
+    emulator: GraphEmulator,
+) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0))
+    [meeting] = live(emulator)
+    deliver(doc(external_id, 1, organizer=NO_POLICY))
+    failed = record(external_id)
+    assert (failed["status"], failed["error"]["code"]) == ("failed", "accessPolicyMissing")
+    assert failed["id"] == meeting.id  # the last good meeting's fields stay
+
+    emulator.reset_calls()
+    deliver(doc(external_id, 2, subject="Back with Alex"))
+    assert counts(emulator) == {"updateMeeting": 1}
+    [still] = live(emulator)
+    assert (still.id, still.subject) == (meeting.id, "Back with Alex")
+    assert record(external_id)["status"] == "scheduled"
+
+    deliver(cancel(external_id, 3))
+    assert live(emulator) == []
+
+
+def test_a_version_that_fails_after_creating_a_meeting_deletes_it_at_once(
+    emulator: GraphEmulator,
+) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0))
+    [old] = live(emulator)
+    emulator.inject_fault(operation="getJoinWebUrl", status=400, count=1)
+    emulator.reset_calls()
+    deliver(doc(external_id, 1, organizer=MEGAN))
+
+    assert counts(emulator) == {"createOrGet": 1, "getJoinWebUrl": 1, "deleteMeeting": 1}
+    assert [m.id for m in live(emulator)] == [old.id]  # Megan's meeting did not outlive v1
+    state = record(external_id)
+    assert (state["status"], state["id"], state["organizerId"]) == ("failed", old.id, ALEX)
+
+
+def test_duplicates_of_a_failed_version_keep_the_failure_and_retry_nothing(
+    emulator: GraphEmulator,
+) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0))
+    # The new meeting's link is refused, and so is the delete that would undo it: Megan's
+    # meeting stays recorded as an intent for a later delivery to clean up.
+    emulator.inject_fault(operation="getJoinWebUrl", status=400, count=1)
+    emulator.inject_fault(operation="deleteMeeting", status=500, count=1)
+    deliver(doc(external_id, 1, organizer=MEGAN))
+    assert len(live(emulator)) == 2
+
+    emulator.reset_calls()
+    deliver(doc(external_id, 1, organizer=MEGAN))  # duplicate: only the leftover goes
+    assert counts(emulator) == {"createOrGet": 1, "deleteMeeting": 1}
+    assert [m.user_id for m in live(emulator)] == [ALEX]
+    state = record(external_id)
+    assert (state["status"], state["error"]["code"], state["pending"]) == (
+        "failed",
+        "invalidRequest",
+        False,
+    )
+
+    emulator.reset_calls()
+    deliver(doc(external_id, 1, organizer=MEGAN))  # and again: the failed version is not retried
+    assert counts(emulator) == {}
+    assert record(external_id)["status"] == "failed"
+
+
+def test_a_cancellation_naming_another_organizer_does_not_pin_the_next_meeting(
+    emulator: GraphEmulator,
+) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0, organizer=ALEX))
+    deliver(cancel(external_id, 1, organizer=MEGAN))
+    assert record(external_id)["organizerId"] is None  # no meeting, no organizer id
+    deliver(doc(external_id, 2, organizer=MEGAN))
+    [meeting] = live(emulator)
+    assert meeting.user_id == MEGAN
+    assert record(external_id)["organizerId"] == MEGAN
+
+
+def test_a_first_version_handed_back_mid_way_still_sends_its_confirmation(
+    emulator: GraphEmulator, event_queue: QueueClient
+) -> None:
+    emulator.inject_fault(operation="getJoinWebUrl", status=429, retry_after=45, count=1)
+    external_id = new_id()
+    body = doc(external_id, 0, settings={"sendSmsNotifications": True})
+    deliver(body)
+    assert record(external_id)["status"] == "pending"
+
+    deliver(body, dequeue_count=1)  # the handed-back message, once visible again
+    assert [sms.message_type for sms in emulator.sms_sent()] == ["confirmation"]
+    assert len(live(emulator)) == 1
+    assert record(external_id)["status"] == "scheduled"
+
+
+def test_a_retried_cancellation_texts_the_clients_once(emulator: GraphEmulator) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0, settings={"sendSmsNotifications": True}))
+    emulator.inject_fault(operation="deleteMeeting", status=500, count=1)
+    with pytest.raises(RetryLater):
+        deliver(cancel(external_id, 1))
+    deliver(cancel(external_id, 1), dequeue_count=2)
+
+    assert [sms.message_type for sms in emulator.sms_sent()] == ["confirmation", "cancellation"]
+    assert live(emulator) == []
+    assert record(external_id)["status"] == "cancelled"
+
+
+def test_an_older_message_giving_up_does_not_fail_the_newest_version(
+    emulator: GraphEmulator,
+) -> None:
+    external_id = new_id()
+    newest = doc(external_id, 1, subject="Newest")
+    parsed = parse_document(newest)
+    assert not isinstance(parsed, list)
+    runtime.store().save_desired(parsed, "corr-test")  # v1 stored; its message still queued
+    emulator.inject_fault(operation="createOrGet", status=500, count=1)
+    with pytest.raises(RetryLater):
+        deliver(doc(external_id, 0), dequeue_count=queue_semantics().max_dequeue_count)
+    assert record(external_id)["status"] == "pending"
+
+    deliver(newest)  # v1's own message, Graph healthy again
+    state = record(external_id)
+    assert (state["status"], state["subject"]) == ("scheduled", "Newest")
+
+
+def test_throttling_with_a_short_retry_after_is_handed_back_not_counted_as_a_failure(
+    emulator: GraphEmulator, event_queue: QueueClient
+) -> None:
+    # More 429s than the in-call budget absorbs: the message goes back to the queue (a
+    # hand-back, which uses up no delivery) instead of failing towards the poison queue.
+    emulator.inject_fault(operation="createOrGet", status=429, retry_after=4, count=4)
+    external_id = new_id()
+    deliver(doc(external_id, 0))
+    assert record(external_id)["status"] == "pending"
+    assert event_queue.get_queue_properties().approximate_message_count == 1
+
+
+def test_replay_resolves_a_cached_upn_again(emulator: GraphEmulator) -> None:
+    upn = "moved.user@contoso.onmicrosoft.com"
+    emulator.add_user(MOVED_USER, upn)
+    runtime.store().cache_organizer_id(upn, GHOST)  # stale: the user was re-created
+    external_id = new_id()
+    deliver(doc(external_id, 0, organizer=upn))
+    assert record(external_id)["error"]["code"] == "organizerNotFound"
+
+    reconcile_appointment_event(
+        queue_message(message(doc(external_id, 0, organizer=upn), replay=True))
+    )
+    state = record(external_id)
+    assert (state["status"], state["organizerId"]) == ("scheduled", MOVED_USER)
+    assert runtime.store().cached_organizer_id(upn) == MOVED_USER
+
+
+def test_a_guest_upn_is_resolved_and_cached(emulator: GraphEmulator) -> None:
+    guest = "pat_fabrikam.com#EXT#@contoso.onmicrosoft.com"  # '#' cannot be in a table key
+    emulator.add_user(GUEST_USER, guest)
+    external_id = new_id()
+    deliver(doc(external_id, 0, organizer=guest))
+    assert record(external_id)["status"] == "scheduled"
+    assert runtime.store().cached_organizer_id(guest) == GUEST_USER
+
+
+def test_an_error_message_names_the_appointments_own_replay_route(
+    emulator: GraphEmulator,
+) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0, organizer=NO_POLICY))
+    message_text = record(external_id)["error"]["message"]
+    assert f"POST /api/appointments/{external_id}/reconcile" in message_text
+    assert "{id}" not in message_text

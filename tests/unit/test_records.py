@@ -210,7 +210,9 @@ def test_error_info_to_json() -> None:
 
 
 @pytest.mark.parametrize("generation", [0, 1, 7])
-def test_without_meeting_clears_the_meeting_and_keeps_everything_else(generation: int) -> None:
+def test_without_meeting_clears_the_meeting_and_its_organizer_and_keeps_the_rest(
+    generation: int,
+) -> None:
     before = applied(
         V1,
         generation=generation,
@@ -222,12 +224,14 @@ def test_without_meeting_clears_the_meeting_and_keeps_everything_else(generation
         lease_until=1_764_579_600.5,
     )
     after = before.without_meeting()
+    assert after.organizer_id is None  # a deleted meeting's organizer says nothing of the next
     assert after.meeting_id is None
     assert after.join_web_url is None
     assert after.client_join_web_url is None
     assert after.external_meeting_id is None
     assert after == dataclasses.replace(
         before,
+        organizer_id=None,
         meeting_id=None,
         join_web_url=None,
         client_join_web_url=None,

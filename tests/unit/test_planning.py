@@ -1,0 +1,256 @@
+"""The planner alone: the contract's Graph call-count table is a property of `plan`.
+
+Pure: documents and states in, operations out; no storage, no Graph.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from shared.documents import version_key
+from shared.planning import (
+    CURRENT,
+    NEW,
+    CreateOrGetMeeting,
+    DeleteMeeting,
+    FetchClientJoinUrl,
+    MeetingFacts,
+    Operation,
+    Outcome,
+    SendSms,
+    UpdateMeeting,
+    cleanup,
+    external_id,
+    fail,
+    is_settled,
+    plan,
+    progress,
+    settle,
+    sms_marker,
+)
+from shared.records import AppliedState, ErrorInfo, Intent
+from tests.unit.factories import ORGANIZER_GUID, cancelled, doc, valid
+
+OTHER = "22222222-2222-4222-8222-222222222222"
+SMS_ON = {"sendSmsNotifications": True}
+CLIENT = [{"displayName": "Sam", "smsCapablePhoneNumber": "+13125550123"}]
+
+
+def kinds(operations: tuple[Operation, ...]) -> list[str]:
+    """Each operation as `<Type>:<slot>` (and the SMS kind), to compare whole plans at a glance."""
+    names = []
+    for op in operations:
+        name = f"{type(op).__name__}:{op.slot}"
+        names.append(f"{name}:{op.kind}" if isinstance(op, SendSms) else name)
+    return names
+
+
+def applied(**fields: Any) -> AppliedState:
+    """The state after version `lastModifiedDateTime` 10:00 was applied with a meeting."""
+    document = valid(doc(appointmentClients=CLIENT, **fields))
+    return AppliedState(
+        status="scheduled",
+        version=version_key(document.version),
+        document=document,
+        organizer_id=ORGANIZER_GUID,
+        meeting_id="meeting-1",
+        join_web_url="https://teams.example/join",
+        client_join_web_url="https://visit.example/join",
+        external_meeting_id=external_id("appt-1", 0),
+        generation=1,
+    )
+
+
+def later(**fields: Any) -> dict[str, Any]:
+    return doc(lastModifiedDateTime="2026-11-20T11:00:00Z", appointmentClients=CLIENT, **fields)
+
+
+# --- the call-count table -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        ({}, ["CreateOrGetMeeting:new", "FetchClientJoinUrl:new"]),
+        (SMS_ON, ["CreateOrGetMeeting:new", "FetchClientJoinUrl:new", "SendSms:new:confirmation"]),
+        ({"allowClientToJoinUsingBrowser": False}, ["CreateOrGetMeeting:new"]),
+    ],
+)
+def test_new_scheduled(settings: dict[str, Any], expected: list[str]) -> None:
+    document = valid(doc(appointmentClients=CLIENT, settings=settings))
+    the_plan = plan(document, AppliedState(), ORGANIZER_GUID)
+    assert kinds(the_plan.operations) == expected
+    [create] = [op for op in the_plan.operations if isinstance(op, CreateOrGetMeeting)]
+    assert create.external_id == external_id("appt-1", 0)
+    assert the_plan.intent == Intent(ORGANIZER_GUID, 0)
+    assert the_plan.generation == 1
+
+
+def test_time_change_is_one_patch_and_a_reschedule_sms_when_asked() -> None:
+    state = applied(settings=SMS_ON)
+    document = valid(
+        later(
+            startDateTime="2026-12-01T10:00:00Z",
+            endDateTime="2026-12-01T10:30:00Z",
+            settings=SMS_ON,
+        )
+    )
+    the_plan = plan(document, state, ORGANIZER_GUID)
+    assert kinds(the_plan.operations) == ["UpdateMeeting:current", "SendSms:current:reschedule"]
+    [update] = [op for op in the_plan.operations if isinstance(op, UpdateMeeting)]
+    assert (update.start, update.end, update.subject) == (document.start, document.end, None)
+
+
+def test_subject_change_is_one_patch_and_no_sms() -> None:
+    the_plan = plan(
+        valid(later(subject="New", settings=SMS_ON)), applied(settings=SMS_ON), ORGANIZER_GUID
+    )
+    assert kinds(the_plan.operations) == ["UpdateMeeting:current"]
+
+
+def test_organizer_change_creates_under_the_new_one_then_deletes_the_old() -> None:
+    state = applied(settings=SMS_ON)
+    the_plan = plan(valid(later(organizer=OTHER, settings=SMS_ON)), state, OTHER)
+    assert kinds(the_plan.operations) == [
+        "CreateOrGetMeeting:new",
+        "FetchClientJoinUrl:new",
+        "DeleteMeeting:current",
+        "SendSms:new:reschedule",
+    ]
+    assert the_plan.intent == Intent(OTHER, 1)  # a generation never used before
+
+
+def test_cancellation_texts_before_it_deletes() -> None:
+    state = applied(settings=SMS_ON)
+    the_plan = plan(valid(cancelled()), state, None)
+    assert kinds(the_plan.operations) == ["SendSms:current:cancellation", "DeleteMeeting:current"]
+
+
+def test_cancellation_of_an_appointment_never_scheduled_needs_no_call() -> None:
+    assert plan(valid(cancelled()), AppliedState(), None).operations == ()
+
+
+def test_duplicate_and_stale_are_settled() -> None:
+    state = applied()
+    assert is_settled(valid(doc()), state, replay=False)  # same lastModifiedDateTime
+    assert is_settled(valid(doc(lastModifiedDateTime="2026-11-19T10:00:00Z")), state, replay=False)
+    assert not is_settled(valid(later()), state, replay=False)
+
+
+def test_a_failed_version_is_settled_unless_replayed() -> None:
+    document = valid(later())
+    state = replace(applied(), failed_version=version_key(document.version))
+    assert is_settled(document, state, replay=False)
+    assert not is_settled(document, state, replay=True)
+
+
+# --- after interruptions and failures ------------------------------------------------------
+
+
+def test_a_meeting_created_before_an_interruption_gets_its_confirmation() -> None:
+    # createOrGet succeeded, then the attempt stopped: the meeting is recorded, no version is.
+    state = replace(applied(), document=None, version=None, client_join_web_url=None)
+    the_plan = plan(valid(doc(appointmentClients=CLIENT, settings=SMS_ON)), state, ORGANIZER_GUID)
+    assert kinds(the_plan.operations) == [
+        "UpdateMeeting:current",
+        "FetchClientJoinUrl:current",
+        "SendSms:current:confirmation",
+    ]
+
+
+def test_an_sms_already_sent_for_this_version_is_not_sent_again() -> None:
+    document = valid(cancelled())
+    state = replace(applied(settings=SMS_ON), notified=sms_marker("cancellation", document))
+    assert kinds(plan(document, state, None).operations) == ["DeleteMeeting:current"]
+
+
+def test_progress_remembers_the_sms_sent_and_settle_forgets_it() -> None:
+    state = applied(settings=SMS_ON)
+    the_plan = plan(valid(cancelled()), state, None)
+    outcome = Outcome(sms_sent=["cancellation"])
+    midway = progress(state, the_plan, outcome)
+    assert midway.notified == sms_marker("cancellation", the_plan.document)
+    assert settle(midway, the_plan, Outcome(deleted={CURRENT})).notified is None
+
+
+def test_a_refused_create_leaves_no_intent_behind() -> None:
+    document = valid(doc())
+    the_plan = plan(document, AppliedState(), ORGANIZER_GUID)
+    leased = replace(AppliedState(), intents=(the_plan.intent,))  # recorded with the lease
+    refused = Outcome(refused={NEW})
+    failed = fail(leased, the_plan, refused, ErrorInfo("accessPolicyMissing", "..."))
+    assert failed.intents == ()
+    assert failed.meeting_id is None
+    assert failed.failed_version == version_key(document.version)
+
+
+def test_a_created_meeting_deleted_again_is_no_intent_and_the_old_one_stays() -> None:
+    state = applied()
+    the_plan = plan(valid(later(organizer=OTHER)), state, OTHER)
+    leased = replace(state, intents=(the_plan.intent,))
+    outcome = Outcome(meetings={NEW: MeetingFacts(OTHER, "meeting-2", "x")}, deleted={NEW})
+    failed = fail(leased, the_plan, outcome, ErrorInfo("invalidRequest", "..."))
+    assert (failed.meeting_id, failed.organizer_id, failed.intents) == (
+        "meeting-1",
+        ORGANIZER_GUID,
+        (),
+    )
+
+
+def test_cleanup_only_deletes_leftovers_and_keeps_the_failure() -> None:
+    stray = Intent(OTHER, 1)
+    state = replace(
+        applied(),
+        status="failed",
+        error=ErrorInfo("invalidRequest", "..."),
+        failed_version="v-later",
+        intents=(stray,),
+        generation=2,
+    )
+    assert state.document is not None
+    the_plan = cleanup(state.document, state)
+    assert kinds(the_plan.operations) == ["CreateOrGetMeeting:stray:0", "DeleteMeeting:stray:0"]
+    [recover] = [op for op in the_plan.operations if isinstance(op, CreateOrGetMeeting)]
+    assert (recover.organizer_id, recover.external_id) == (OTHER, external_id("appt-1", 1))
+
+    done = settle(state, the_plan, Outcome(deleted={"stray:0"}))
+    assert (done.status, done.error, done.failed_version) == (state.status, state.error, "v-later")
+    assert (done.intents, done.meeting_id, done.version) == ((), "meeting-1", state.version)
+
+
+def test_a_stray_graph_will_not_give_back_is_forgotten() -> None:
+    stray = Intent(OTHER, 1)
+    state = replace(applied(), intents=(stray,), generation=2)
+    assert state.document is not None
+    the_plan = cleanup(state.document, state)
+    done = settle(state, the_plan, Outcome(refused={"stray:0"}))
+    assert done.intents == ()
+
+
+def test_a_deleted_meeting_takes_its_organizer_id_with_it() -> None:
+    state = applied()
+    the_plan = plan(valid(cancelled()), state, None)
+    done = settle(state, the_plan, Outcome(deleted={CURRENT}))
+    assert (done.status, done.meeting_id, done.organizer_id) == ("cancelled", None, None)
+
+
+def test_unknown_windows_zone_is_a_warning_not_a_silent_utc() -> None:
+    document = valid(doc(appointmentClients=CLIENT, settings=SMS_ON, timeZone="EST5EDT"))
+    the_plan = plan(document, AppliedState(), ORGANIZER_GUID)
+    [sms] = [op for op in the_plan.operations if isinstance(op, SendSms)]
+    assert sms.attendees[0].time_zone == "UTC"
+    assert any("EST5EDT" in warning for warning in the_plan.warnings)
+
+
+def test_delete_operations_name_their_slots() -> None:
+    # A plan never deletes a meeting it has not been told about.
+    state = replace(applied(), intents=(Intent(OTHER, 1),), generation=2)
+    the_plan = plan(valid(cancelled()), state, None)
+    deletes = [op.slot for op in the_plan.operations if isinstance(op, DeleteMeeting)]
+    creates = [op.slot for op in the_plan.operations if isinstance(op, CreateOrGetMeeting)]
+    assert deletes == [CURRENT, "stray:0"]
+    assert creates == ["stray:0"]
+    assert not [op for op in the_plan.operations if isinstance(op, FetchClientJoinUrl)]
