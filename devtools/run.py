@@ -1,10 +1,15 @@
 """`make run`: the whole app on one machine with no Azure tenant.
 
-Starts, in order, Azurite (real local Azure Storage, data kept in `.azurite/`), the Graph
+Starts, in order, Azurite (real local Azure Storage, data in `.azurite/`), the Graph
 emulator (seeded organizers, one without a Teams application access policy) and the function
 app: under Azure Functions Core Tools (`func start`) when `func` is on PATH, otherwise under the
 project's own local host (`devtools.local_host`), which serves the same routes on the same port.
 Ctrl-C or SIGTERM stops everything it started, so a second `make run` finds its ports free.
+
+The Graph emulator keeps its meetings in memory, so each run starts it empty; storage follows
+suit: when this run starts the emulator, Azurite's data is cleared at start (`--keep-data` keeps
+it), so no status record names a meeting the emulator does not have. Against a real tenant (no
+emulator) the data is always kept.
 
 Settings come from `local.settings.json` (copied from `local.settings.sample.json` when missing,
 as Core Tools users expect); its `Values` are put into the environment before `function_app`
@@ -20,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -42,6 +48,9 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 SETTINGS_FILE: Final = ROOT / "local.settings.json"
 SAMPLE_FILE: Final = ROOT / "local.settings.sample.json"
 AZURITE_DATA: Final = ROOT / ".azurite"
+# What Azurite writes in its --location folder: its LokiJS databases (and their temporary
+# copies) and the blob/queue/table extent folders. Clearing removes these and nothing else.
+AZURITE_ENTRIES: Final = ("__azurite_db_*", "__*storage__")
 DEFAULT_PORT: Final = 7071
 # Azurite's default blob, queue and table ports (what `UseDevelopmentStorage=true` means).
 DEFAULT_STORAGE_PORTS: Final = (10000, 10001, 10002)
@@ -116,6 +125,18 @@ def _loopback_port(url: str) -> int | None:
     return parsed.port if parsed.hostname in LOOPBACK and parsed.scheme == "http" else None
 
 
+def clear_azurite_data(location: Path) -> None:
+    """Remove Azurite's databases and extents from `location`, leaving anything else there."""
+    if not location.is_dir():
+        return
+    for pattern in AZURITE_ENTRIES:
+        for entry in location.glob(pattern):
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+
 def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     """True when something accepts connections (or holds the address) on the port."""
     with socket.socket() as probe:
@@ -144,6 +165,7 @@ class StackOptions:
     use_emulator: bool = True  # when GRAPH_BASE_URL is a loopback URL (see _start_emulator)
     seed: bool = True
     azurite_location: Path = AZURITE_DATA
+    keep_data: bool = False  # keep Azurite's data even when the (empty) emulator starts
     fresh_app: bool = False  # tests: index a private copy of function_app (see local_host)
 
 
@@ -168,6 +190,7 @@ class LocalStack:
         self.azurite = azurite
         self.emulator = emulator
         self.organizers: list[SeededUser] = []
+        self.storage_cleared = False
         self.host_kind: Literal["func", "local"] | None = None
         self._owned: list[str] = []
         self._local_host: LocalHost | None = None
@@ -206,21 +229,38 @@ class LocalStack:
                 f"port {busy[0]} is in use: another Azurite (or `make run`) is probably running. "
                 "Stop it, or change the ports in AzureWebJobsStorage in local.settings.json."
             )
+        if self.starts_empty_emulator and not self.options.keep_data:
+            # The emulator starts empty: records from an earlier run would name meetings it
+            # does not have (and the examples' fixed timestamps would be stale).
+            clear_azurite_data(self.options.azurite_location)
+            self.storage_cleared = True
         self.options.azurite_location.mkdir(parents=True, exist_ok=True)
         self.azurite = Azurite(ports=ports, location=self.options.azurite_location)
         self._owned.append("azurite")  # before start(): an interrupted start still gets stopped
         self.azurite.start()
 
-    def _start_emulator(self) -> None:
-        """Start the emulator when the settings point Graph at this machine.
+    @property
+    def _emulator_port(self) -> int | None:
+        """The port of the emulator this stack starts itself, if it starts one.
 
         A GRAPH_BASE_URL that is not a loopback URL (or none: the app's default is
         graph.microsoft.com) means a real tenant, so switching is a settings change only.
         """
+        if not self.options.use_emulator or self.emulator is not None:
+            return None
+        return _loopback_port(self.values.get("GRAPH_BASE_URL", ""))
+
+    @property
+    def starts_empty_emulator(self) -> bool:
+        """Whether `start()` starts its own Graph emulator, which holds no meetings yet."""
+        return self._emulator_port is not None
+
+    def _start_emulator(self) -> None:
+        """Start the emulator when the settings point Graph at this machine."""
         if not self.options.use_emulator:
             return
         if self.emulator is None:
-            port = _loopback_port(self.values.get("GRAPH_BASE_URL", ""))
+            port = self._emulator_port
             if port is None:
                 return
             if port_in_use(port):
@@ -330,6 +370,16 @@ class LocalStack:
                 f"Azurite:   blob {self.azurite.blob_port}, queue {self.azurite.queue_port}, "
                 f"table {self.azurite.table_port}  (data: {where})"
             )
+            if self.storage_cleared:
+                lines.append(
+                    "           Storage starts empty each run, like the Graph emulator; "
+                    f"to keep it: {python} -m devtools.run --keep-data"
+                )
+            elif self.options.keep_data and "emulator" in self._owned:
+                lines.append(
+                    "           Storage kept from earlier runs (--keep-data); the Graph emulator "
+                    "still starts empty"
+                )
         if self.emulator is not None:
             lines.append(
                 f"Graph:     emulator {self.emulator.graph_base_url}  "
@@ -405,11 +455,20 @@ def _stop_process_group(process: subprocess.Popen[bytes], grace: float = 10.0) -
 
 
 def _python_hint() -> str:
-    """How the developer should invoke Python in the printed commands."""
-    venv_python = ROOT / ".venv" / "bin" / "python"
-    if Path(sys.executable).resolve().is_relative_to(ROOT) and venv_python.exists():
-        return ".venv/bin/python"
-    return "python"
+    """How the developer should invoke Python in the printed commands.
+
+    The interpreter running this: relative to the repository when it lives there (the venv's
+    `.venv/bin/python`), else its absolute path, which works without a `python` on PATH.
+    """
+    if not sys.executable:
+        return "python3"
+    executable = Path(os.path.abspath(sys.executable))
+    # Resolve the folders (the repository may be reached through a symlink) but not the file:
+    # a venv's python is a symlink to the base interpreter, outside the repository.
+    folder = executable.parent.resolve()
+    if folder.is_relative_to(ROOT):
+        return (folder / executable.name).relative_to(ROOT).as_posix()
+    return shlex.quote(str(executable))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -435,6 +494,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--azurite-location", type=Path, default=AZURITE_DATA, help="Azurite data folder"
+    )
+    parser.add_argument(
+        "--keep-data",
+        action="store_true",
+        help="keep Azurite's data from earlier runs; by default it is cleared at start when the "
+        "Graph emulator runs, since the emulator starts empty (with a real tenant it is kept)",
     )
     args = parser.parse_args(argv)
 
@@ -470,6 +535,7 @@ def main(argv: list[str] | None = None) -> int:
             host_kind="local" if args.local_host else "auto",
             use_emulator=not args.no_emulator,
             azurite_location=args.azurite_location,
+            keep_data=args.keep_data,
         )
         stack = LocalStack(values, options)
         stack.start()

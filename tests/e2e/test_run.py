@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
-from devtools import cli
-from devtools.run import ROOT, port_in_use
-from tests.e2e.conftest import SECRET, settled, start_stack, stop_stack, wait_for
+from devtools import cli, run
+from devtools.run import ROOT, LocalStack, StackOptions, clear_azurite_data, port_in_use
+from tests.e2e.conftest import (
+    SECRET,
+    post_signed,
+    settled,
+    start_stack,
+    status_of,
+    stop_stack,
+    wait_for,
+)
 
 EXAMPLES = ROOT / "examples"
 
@@ -61,12 +70,90 @@ def test_devtools_run_starts_answers_and_stops_cleanly_on_sigint(tmp_path: Path)
     assert "Local development host (not Azure Functions Core Tools)" in output
     assert "alex.wilber@contoso.onmicrosoft.com" in output
     assert "devtools.cli send examples/appointment.json" in output
+    assert "Storage starts empty each run, like the Graph emulator" in output
     assert not [pid for pid in children if alive(pid)], "a child process outlived devtools.run"
     app_port = int(stack.base_url.rsplit(":", 1)[1])
     graph_port = int(stack.graph_origin.rsplit(":", 1)[1])
     for port in (*stack.storage_ports, graph_port, app_port):
         assert not port_in_use(port), f"port {port} still in use after SIGINT"
-    assert (tmp_path / "azurite").is_dir()  # Azurite's data stays for the next run
+    # The folder stays after a stop; the next run against the emulator clears it at start.
+    assert (tmp_path / "azurite").is_dir()
+
+
+def test_a_second_run_against_the_emulator_starts_with_empty_storage(tmp_path: Path) -> None:
+    document = json.loads((EXAMPLES / "appointment.json").read_text())
+    external_id = document["externalAppointmentId"]
+    first = start_stack(tmp_path)
+    try:
+        with httpx.Client(base_url=first.base_url, timeout=30.0) as http:
+            assert post_signed(http, document).status_code == 202
+            assert status_of(http, external_id).status_code == 200
+    finally:
+        assert stop_stack(first) == 0, first.output()
+    data = tmp_path / "azurite"
+
+    def stored() -> bool:
+        return any(
+            external_id in path.read_text(errors="replace")
+            for path in data.rglob("*")
+            if path.is_file()
+        )
+
+    # The record reached Azurite's files, so only the reset at start can hide it.
+    assert stored()
+    (data / "not-azurite.txt").write_text("kept")
+
+    second = start_stack(tmp_path)
+    try:
+        assert httpx.get(f"{second.base_url}/api/appointments/{external_id}").status_code == 404
+    finally:
+        stop_stack(second)
+    assert "Storage starts empty each run" in second.output()
+    assert not stored()
+    assert (data / "not-azurite.txt").read_text() == "kept"  # only Azurite's own files go
+
+
+# --- unit level: what the banner and the storage reset decide ----------------------------
+
+
+def test_python_hint_names_the_venv_python_not_the_interpreter_it_links_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = (tmp_path / "repo").resolve()
+    (repo / ".venv" / "bin").mkdir(parents=True)
+    venv_python = repo / ".venv" / "bin" / "python"
+    # As in a real venv: a symlink to the base interpreter, outside the repository.
+    venv_python.symlink_to(Path(sys.executable).resolve())
+    monkeypatch.setattr(run, "ROOT", repo)
+
+    monkeypatch.setattr(sys, "executable", str(venv_python))
+    assert run._python_hint() == ".venv/bin/python"
+
+    linked = tmp_path / "linked-repo"  # the repository reached through a symlink
+    linked.symlink_to(repo)
+    monkeypatch.setattr(sys, "executable", str(linked / ".venv" / "bin" / "python"))
+    assert run._python_hint() == ".venv/bin/python"
+
+    elsewhere = tmp_path / "other env" / "bin" / "python3"  # not in the repository
+    monkeypatch.setattr(sys, "executable", str(elsewhere))
+    assert run._python_hint() == f"'{elsewhere}'"  # a path that runs without PATH
+
+
+def test_storage_is_cleared_only_when_the_stack_starts_its_own_emulator(tmp_path: Path) -> None:
+    emulated = {"GRAPH_BASE_URL": "http://127.0.0.1:8081/v1.0"}
+    assert LocalStack(emulated).starts_empty_emulator
+    assert not LocalStack(emulated, StackOptions(use_emulator=False)).starts_empty_emulator
+    assert not LocalStack(
+        {"GRAPH_BASE_URL": "https://graph.microsoft.com/v1.0"}
+    ).starts_empty_emulator
+    assert not LocalStack({}).starts_empty_emulator
+
+    (tmp_path / "__queuestorage__" / "x").mkdir(parents=True)
+    for name in ("__azurite_db_table__.json", "__azurite_db_table__.json~", "mine.txt"):
+        (tmp_path / name).write_text("{}")
+    clear_azurite_data(tmp_path)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["mine.txt"]
+    clear_azurite_data(tmp_path / "missing")  # nothing to clear is fine
 
 
 # --- the CLI against the in-process stack ---------------------------------------------------
