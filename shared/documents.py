@@ -9,9 +9,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import available_timezones
 
 from pydantic import (
     BaseModel,
@@ -32,6 +33,12 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 # Patterns are matched with fullmatch and re.ASCII: no trailing newline, no non-ASCII digits.
 # Characters that cannot travel in a route segment or an Azure Table key.
 _KEY_FORBIDDEN = re.compile(r"[/\\#?]")
+# Ids a URL cannot carry as a path segment: clients and proxies remove them as dot-segments
+# (RFC 3986 section 5.2.4), so GET /api/appointments/.. could never reach the record.
+_DOT_SEGMENTS = frozenset({".", ".."})
+# Files in a tz database folder that ZoneInfo loads but that name no IANA zone: `localtime` is
+# the machine's own zone, `Factory` a placeholder, `posixrules` a default-rules link.
+_NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
 _RFC3339 = re.compile(
     r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}:\d{2}:\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})", re.ASCII
 )
@@ -76,6 +83,14 @@ def _no_control(value: str) -> str:
     return value
 
 
+@cache
+def _iana_zones() -> frozenset[str]:
+    """The zone names this app takes, read once: a fixed list rather than `ZoneInfo(value)`,
+    which also loads any file under the tz folders (`localtime`, `posix/...`), so what passed
+    would depend on the machine."""
+    return frozenset(available_timezones()) - _NOT_ZONES
+
+
 Text255 = Annotated[StrictStr, Field(min_length=1, max_length=255)]
 
 
@@ -98,7 +113,11 @@ class AppointmentClient(BaseModel):
     @field_validator("email_address")
     @classmethod
     def _email(cls, value: str | None) -> str | None:
-        if value is not None and not _EMAIL.fullmatch(value):
+        if value is None:
+            return None
+        # Control characters are no part of an address, and JSON spells each in six characters:
+        # enough of them would push the stored document past a table property's size limit.
+        if not _EMAIL.fullmatch(_no_control(value)):
             raise ValueError("must be an e-mail address")
         return value
 
@@ -158,6 +177,8 @@ class AppointmentDocument(BaseModel):
         _no_control(value)
         if _KEY_FORBIDDEN.search(value):
             raise ValueError("must not contain '/', '\\', '#' or '?'")
+        if value in _DOT_SEGMENTS:
+            raise ValueError("must not be '.' or '..': a URL cannot carry them as a path segment")
         return value
 
     @field_validator("last_modified_date_time")
@@ -213,12 +234,8 @@ class AppointmentDocument(BaseModel):
     @field_validator("time_zone")
     @classmethod
     def _time_zone(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # a folder name is an OSError
-            raise ValueError("must be an IANA time zone name, e.g. America/New_York") from None
+        if value is not None and value not in _iana_zones():
+            raise ValueError("must be an IANA time zone name, e.g. America/New_York")
         return value
 
     @field_validator("external_appointment_url")

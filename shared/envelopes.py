@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
@@ -92,9 +92,16 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+def _no_constant(name: str) -> NoReturn:
+    """Refuse NaN, Infinity and -Infinity: Python's json reads them, RFC 8259 has no such
+    numbers, and other JSON parsers (the sender's, a log pipeline's) would choke on them."""
+    message = f"{name} is not valid JSON: use a number or null"
+    raise InvalidBody("The body is not valid JSON.", [FieldError("", message)])
+
+
 def _load_json(body: bytes) -> object:
     try:
-        return json.loads(body.decode("utf-8"))
+        return json.loads(body.decode("utf-8"), parse_constant=_no_constant)
     except UnicodeDecodeError:
         raise InvalidBody("The body is not UTF-8.", [FieldError("", "must be UTF-8")]) from None
     except RecursionError:

@@ -15,16 +15,19 @@ import azure.functions as func
 from shared import runtime, settings
 from shared.documents import parse_document
 from shared.events import AppointmentEvent
-from shared.intake import UNAVAILABLE, Intake, Reply
+from shared.intake import Intake, Reply, refused
 from shared.problems import Problem
 from shared.records import StoredAppointment, status_view
-from shared.storage import StorageUnavailable
+from shared.settings import SettingsError
+from shared.storage import StorageRejected, StorageUnavailable
 
 log = logging.getLogger(__name__)
 blueprint = func.Blueprint()
 
 _CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 CORRELATION_HEADER = "X-Correlation-Id"
+# For the routes that only read or replay; the intake's own 503 speaks of its documents.
+STORAGE_DOWN = Problem(503, "Storage is unavailable; retry later.", headers={"Retry-After": "10"})
 
 
 def correlation_id(request: func.HttpRequest) -> str:
@@ -36,6 +39,17 @@ def correlation_id(request: func.HttpRequest) -> str:
 def _respond(reply: Reply, correlation: str) -> func.HttpResponse:
     headers = {**reply.headers, CORRELATION_HEADER: correlation}
     return func.HttpResponse(body=reply.body, status_code=reply.status, headers=headers)
+
+
+def _misconfigured(error: SettingsError, what: str, correlation: str) -> func.HttpResponse:
+    """503 problem for an app setting the app cannot run with, not an unhandled 500.
+
+    Only the setting's name reaches the caller; the log adds the rule it breaks, never its value.
+    """
+    name = str(error).split(" ", 1)[0]
+    log.error("app setting refused: %s (correlation %s)", error, correlation)
+    problem = Problem(503, f"The {what} is misconfigured: {name}.")
+    return _respond(Reply.problem(problem), correlation)
 
 
 def _not_found(correlation: str) -> func.HttpResponse:
@@ -54,8 +68,14 @@ def _load(request: func.HttpRequest, correlation: str) -> StoredAppointment | fu
         return _not_found(correlation)
     try:
         stored = runtime.store().load(value)
+    except SettingsError as error:
+        return _misconfigured(error, "app", correlation)
     except StorageUnavailable:
-        return _respond(Reply.problem(UNAVAILABLE), correlation)
+        return _respond(Reply.problem(STORAGE_DOWN), correlation)
+    except StorageRejected as error:
+        log.error("storage refused a read: %s (correlation %s)", error.error_code, correlation)
+        problem = Problem(500, f"Storage refused the request: {error.error_code}.")
+        return _respond(Reply.problem(problem), correlation)
     if stored.desired is None and stored.applied is None:
         return _not_found(correlation)
     return stored
@@ -68,8 +88,12 @@ def _load(request: func.HttpRequest, correlation: str) -> StoredAppointment | fu
 def receive_appointments(req: func.HttpRequest) -> func.HttpResponse:
     """Intake of appointment documents from the scheduling system."""
     correlation = correlation_id(req)
+    try:
+        current = settings.current()
+    except SettingsError as error:
+        return _misconfigured(error, "webhook endpoint", correlation)
     headers = {key.lower(): value for key, value in req.headers.items()}
-    intake = Intake(settings.current(), runtime.store, runtime.queue)
+    intake = Intake(current, runtime.store, runtime.queue)
     return _respond(intake.handle(headers, req.get_body(), correlation), correlation)
 
 
@@ -106,7 +130,10 @@ def reconcile_appointment(req: func.HttpRequest) -> func.HttpResponse:
     try:
         runtime.queue().send(AppointmentEvent(document, correlation, replay=True).to_message())
     except StorageUnavailable:
-        return _respond(Reply.problem(UNAVAILABLE), correlation)
+        return _respond(Reply.problem(STORAGE_DOWN), correlation)
+    except StorageRejected as error:
+        log.error("storage refused a replay: %s (correlation %s)", error.error_code, correlation)
+        return _respond(Reply.problem(refused(error)), correlation)
     log.info(
         "replay enqueued for %s (correlation %s)", document.external_appointment_id, correlation
     )

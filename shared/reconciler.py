@@ -137,7 +137,7 @@ class Reconciler:
             return Result.MALFORMED
         document = event.document
         external_id = document.external_appointment_id
-        # The intake stores the document before it enqueues; store it again in case that
+        # The intake enqueues the document, then stores it; store it again in case that
         # write is what failed (the queue message is the durable copy).
         self._store.save_desired(document, event.correlation_id)
         last_attempt = (

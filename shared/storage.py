@@ -19,6 +19,7 @@ from azure.core import MatchConditions
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import (
     AzureError,
+    HttpResponseError,
     ResourceExistsError,
     ResourceModifiedError,
     ResourceNotFoundError,
@@ -64,7 +65,7 @@ def _client_options(kind: type[QueueServiceClient | TableServiceClient]) -> dict
 
 
 class StorageUnavailable(Exception):
-    """Storage could not be reached or refused the call; the caller should retry later."""
+    """Storage could not be reached, timed out, throttled or failed: retry later."""
 
 
 class ConcurrencyConflict(Exception):
@@ -99,12 +100,47 @@ def _service(kind: type[S], settings: StorageSettings, service_uri: str | None) 
     raise StorageUnavailable("AzureWebJobsStorage is not configured")
 
 
+class StorageRejected(Exception):
+    """Storage refused the call for good (an HTTP 4xx such as PropertyValueTooLarge): the same
+    call gets the same answer, so telling the caller to retry would have it retry forever."""
+
+    def __init__(self, error_code: str) -> None:
+        super().__init__(error_code)
+        self.error_code = error_code
+
+
+# 4xx answers a retry can cure: a timeout, throttling, and auth or identity trouble (a rotated
+# key, a role assignment still propagating) that an operator fixes without the caller.
+_RETRYABLE_4XX = frozenset({401, 403, 408, 429})
+
+
+def _rejection(error: AzureError) -> StorageRejected | None:
+    """The permanent refusal `error` is, or None when storage may well take the call later."""
+    if not isinstance(error, HttpResponseError):
+        return None  # no answer at all: connection trouble or a timeout
+    status = error.status_code
+    if status is None or not 400 <= status < 500 or status in _RETRYABLE_4XX:
+        return None
+    # The queue SDK parses the code; the table SDK often leaves it to the header.
+    headers = getattr(error.response, "headers", None) or {}
+    code = headers.get("x-ms-error-code") or getattr(error, "error_code", None)
+    code = str(getattr(code, "value", code) or "")  # the SDKs' error-code enums
+    # It is shown to the sender: only a plain token, never text the service echoed back.
+    safe = code.isascii() and code.isalnum() and len(code) <= 64
+    return StorageRejected(code if safe else f"HTTP {status}")
+
+
 def _guard(call: Callable[[], T]) -> T:
+    """Run a storage call; what may pass with time is StorageUnavailable, a refusal for good
+    StorageRejected. ETag, exists and not-found answers pass through for the caller to judge."""
     try:
         return call()
     except (ResourceModifiedError, ResourceExistsError, ResourceNotFoundError):
         raise
     except AzureError as error:
+        rejected = _rejection(error)
+        if rejected is not None:
+            raise rejected from error
         raise StorageUnavailable(type(error).__name__) from error
 
 

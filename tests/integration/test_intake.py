@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from zoneinfo import available_timezones
 
 import pytest
+from azure.core.credentials import AzureNamedKeyCredential
+from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableClient
 from azure.storage.queue import QueueClient
 
-from devtools.azurite import Azurite, free_port
-from shared import signatures
+from devtools.azurite import ACCOUNT, ACCOUNT_KEY, Azurite, free_port
+from shared import runtime, settings, signatures
 from shared.http_api import get_appointment, health, receive_appointments, reconcile_appointment
+from shared.intake import Intake
+from shared.settings import QUEUE_NAME, TABLE_NAME
+from shared.storage import EventQueue, StorageRejected, StorageUnavailable, _guard
 from tests.support import SECRET, document, encode, get_request, new_id, signed_request
 
 CE = "application/cloudevents+json"
@@ -182,6 +193,8 @@ def test_batch_is_all_or_nothing(event_queue: QueueClient) -> None:
             "/datacontenttype",
         ),
         (encode(["not an event"]), CE_BATCH, "/0"),
+        (encode(document(extra=0)).replace(b'"extra": 0', b'"extra": NaN'), "application/json", ""),
+        (b'{"n": -Infinity}', CE, ""),
     ],
 )
 def test_malformed_bodies_and_envelopes_are_400(
@@ -208,6 +221,8 @@ LONG = "x" * 256
         ({"externalAppointmentId": "a\\b"}, "/externalAppointmentId"),
         ({"externalAppointmentId": "a\nb"}, "/externalAppointmentId"),
         ({"externalAppointmentId": 42}, "/externalAppointmentId"),
+        ({"externalAppointmentId": "."}, "/externalAppointmentId"),
+        ({"externalAppointmentId": ".."}, "/externalAppointmentId"),
         ({"lastModifiedDateTime": "2026-11-20T10:00:00"}, "/lastModifiedDateTime"),
         ({"lastModifiedDateTime": "yesterday"}, "/lastModifiedDateTime"),
         ({"status": "deleted"}, "/status"),
@@ -220,12 +235,17 @@ LONG = "x" * 256
         ({"endDateTime": "2026-12-02T09:00:01Z"}, "/endDateTime"),
         ({"subject": LONG}, "/subject"),
         ({"timeZone": "Mars/Olympus"}, "/timeZone"),
+        ({"timeZone": "localtime"}, "/timeZone"),
         ({"externalAppointmentUrl": "http://ehr.example.com/a/1"}, "/externalAppointmentUrl"),
         ({"externalAppointmentUrl": "not a url"}, "/externalAppointmentUrl"),
         ({"appointmentClients": [{"displayName": "A"}] * 21}, "/appointmentClients"),
         ({"appointmentClients": [{"emailAddress": "a@b.co"}]}, "/appointmentClients/0/displayName"),
         (
             {"appointmentClients": [{"displayName": "A", "emailAddress": "nope"}]},
+            "/appointmentClients/0/emailAddress",
+        ),
+        (
+            {"appointmentClients": [{"displayName": "A", "emailAddress": "a\x1b[31m@x.co"}]},
             "/appointmentClients/0/emailAddress",
         ),
         (
@@ -260,6 +280,66 @@ def test_exactly_24_hours_and_cancellation_without_times_are_valid(
     }
     assert post(encode(day))[0] == 202
     assert post(encode(cancelled))[0] == 202
+
+
+# Four UTF-8 bytes and two UTF-16 units. No character a rule allows is wider once stored:
+# with control characters refused, JSON (ensure_ascii=False) writes every other character as
+# itself or, for '"' and '\\', as two characters.
+WIDE = "\U0001f600"
+TABLE_PROPERTY_UTF16_UNITS = 32 * 1024  # Azure Table: a string property holds 64 KiB of UTF-16
+QUEUE_MESSAGE_BYTES = 64 * 1024  # Azure Queue: a message holds 64 KiB
+
+
+def largest_document() -> dict[str, Any]:
+    """Every string at its longest, in the widest characters its rule allows; 20 clients."""
+    zone = max(available_timezones() - {"localtime", "Factory", "posixrules"}, key=len)
+    moment = ".123456789+05:30"
+    return {
+        "externalAppointmentId": WIDE * 200,
+        "lastModifiedDateTime": "2026-11-20T10:00:00" + moment,
+        "status": "scheduled",
+        "organizer": WIDE * 64 + "@" + WIDE * 255,  # a UPN: 64 before the @, 255 after
+        "startDateTime": "2026-12-01T09:00:00" + moment,
+        "endDateTime": "2026-12-01T09:30:00" + moment,
+        "subject": WIDE * 255,
+        "timeZone": zone,
+        "externalAppointmentUrl": "https://x.example/" + WIDE * (2048 - 18),
+        "appointmentClients": [
+            {
+                "displayName": WIDE * 256,
+                "emailAddress": WIDE * 64 + "@" + WIDE * 187 + ".x",  # 254 characters
+                "smsCapablePhoneNumber": "+123456789012345",
+            }
+        ]
+        * 20,
+        "settings": {"allowClientToJoinUsingBrowser": True, "sendSmsNotifications": True},
+    }
+
+
+def test_largest_valid_document_is_accepted_and_reads_back(
+    azurite: Azurite, event_queue: QueueClient
+) -> None:
+    doc = largest_document()
+    external_id = doc["externalAppointmentId"]
+    assert len(doc["appointmentClients"][0]["emailAddress"]) == 254
+
+    status, body, _ = post(encode(doc))
+    assert status == 202, body
+
+    code, record = status_of(external_id)
+    assert code == 200
+    assert record["pending"] is True
+    shown = {name: record[name] for name in doc if name not in ("lastModifiedDateTime", "status")}
+    assert shown == {name: doc[name] for name in shown}
+
+    # How close the stored and queued forms come to the service limits (Azurite enforces both).
+    table = TableClient.from_connection_string(azurite.connection_string, TABLE_NAME)
+    stored = table.get_entity(external_id, "desired")["Document"]
+    units = len(stored.encode("utf-16-le")) // 2
+    [message] = [m.content for m in event_queue.peek_messages(max_messages=32)]
+    size = len(message.encode("utf-8"))
+    assert units <= TABLE_PROPERTY_UTF16_UNITS, f"stored document: {units} UTF-16 units"
+    assert size <= QUEUE_MESSAGE_BYTES, f"queue message: {size} bytes"
 
 
 # --- 401 -----------------------------------------------------------------------------------
@@ -371,6 +451,250 @@ def test_storage_outage_is_503_and_nothing_is_half_written(reconfigure: Any) -> 
         assert doc["externalAppointmentId"] not in ids
     finally:
         storage.close()
+
+
+def dead_endpoint(azurite: Azurite, service: str) -> str:
+    """The live Azurite's connection string with one service moved to a port nobody serves."""
+    port = {"queue": azurite.queue_port, "table": azurite.table_port}[service]
+    return azurite.connection_string.replace(f":{port}/", f":{free_port()}/")
+
+
+def test_queue_outage_is_503_and_no_desired_row_is_written(
+    azurite: Azurite, reconfigure: Any
+) -> None:
+    reconfigure(AzureWebJobsStorage=dead_endpoint(azurite, "queue"))
+    doc = document()
+    status, problem, headers = post(encode(doc))
+
+    assert status == 503
+    assert headers["Retry-After"]
+    assert "retry the whole request" in problem["detail"]
+    # The table is up: had the row been written first, the record would be stuck at pending.
+    assert status_of(doc["externalAppointmentId"])[0] == 404
+
+
+def test_table_outage_after_enqueue_is_503_and_a_retry_is_accepted(
+    azurite: Azurite, event_queue: QueueClient, reconfigure: Any
+) -> None:
+    doc = document()
+    body = encode(doc)
+    reconfigure(AzureWebJobsStorage=dead_endpoint(azurite, "table"))
+    assert post(body)[0] == 503
+    # The message went first and carries the whole document: the reconciler stores it.
+    [message] = queued(event_queue)
+    assert message["document"]["externalAppointmentId"] == doc["externalAppointmentId"]
+
+    reconfigure(AzureWebJobsStorage=azurite.connection_string)
+    assert post(body)[0] == 202  # the whole request again, as the 503 says
+    assert status_of(doc["externalAppointmentId"])[0] == 200
+    assert len(queued(event_queue)) == 2  # the same version twice: the reconciler skips one
+
+
+def test_storage_refusal_is_500_problem_and_nothing_is_recorded(
+    azurite: Azurite, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No valid document is large enough for Azurite to refuse it (see the largest-document
+    # test), so the refusal comes from a queue whose name Azurite refuses: a real 400.
+    refusing = QueueClient.from_connection_string(azurite.connection_string, "Not_A_Queue")
+    intake = Intake(settings.current(), runtime.store, lambda: EventQueue(refusing, refusing))
+    doc = document()
+    request = signed_request(encode(doc))
+    headers = {key.lower(): value for key, value in request.headers.items()}
+    caplog.set_level(logging.INFO, logger="shared.intake")
+
+    reply = intake.handle(headers, request.get_body(), "corr-refused")
+
+    assert reply.status == 500
+    assert reply.headers["Content-Type"] == "application/problem+json"
+    problem = json.loads(reply.body)
+    assert problem["detail"] == "Storage refused the document: InvalidResourceName."
+    assert "InvalidResourceName" in caplog.text
+    assert "corr-refused" in caplog.text
+    assert status_of(doc["externalAppointmentId"])[0] == 404
+
+
+def storage_calls(azurite: Azurite) -> dict[str, Callable[[], object]]:
+    """Real calls to Azurite, each named by what it answers (an error code or the trouble)."""
+    connection = azurite.connection_string
+    table = TableClient.from_connection_string(connection, "guardprobe")
+    with contextlib.suppress(ResourceExistsError):
+        table.create_table()
+    queue = QueueClient.from_connection_string(connection, QUEUE_NAME)
+    wrong_key = connection.replace(ACCOUNT_KEY, "A" + ACCOUNT_KEY[1:])
+    entity = {"PartitionKey": "p", "RowKey": "r"}
+    return {
+        "PropertyValueTooLarge": lambda: table.upsert_entity(
+            entity | {"Big": "x" * (TABLE_PROPERTY_UTF16_UNITS + 1)}
+        ),
+        "InvalidInput": lambda: table.upsert_entity(entity | {"PartitionKey": "p" * 1025}),
+        "RequestBodyTooLarge": lambda: queue.send_message("x" * (QUEUE_MESSAGE_BYTES + 1)),
+        "InvalidResourceName": lambda: QueueClient.from_connection_string(
+            connection, "Not_A_Queue"
+        ).send_message("x"),
+        "wrong key (table)": lambda: TableClient.from_connection_string(
+            wrong_key, table.table_name
+        ).upsert_entity(entity),
+        "wrong key (queue)": lambda: QueueClient.from_connection_string(
+            wrong_key, QUEUE_NAME
+        ).send_message("x"),
+        "nothing listens": lambda: TableClient.from_connection_string(
+            dead_endpoint(azurite, "table"), table.table_name, retry_total=0
+        ).upsert_entity(entity),
+    }
+
+
+@pytest.mark.parametrize(
+    "code", ["PropertyValueTooLarge", "InvalidInput", "RequestBodyTooLarge", "InvalidResourceName"]
+)
+def test_permanent_storage_refusals_are_rejected_not_unavailable(
+    azurite: Azurite, event_queue: QueueClient, code: str
+) -> None:
+    # event_queue: the app's queue exists, so an oversized message is refused for its size.
+    with pytest.raises(StorageRejected) as caught:
+        _guard(storage_calls(azurite)[code])
+    assert caught.value.error_code == code
+
+
+@pytest.mark.parametrize("trouble", ["wrong key (table)", "wrong key (queue)", "nothing listens"])
+def test_auth_and_connection_trouble_is_unavailable(azurite: Azurite, trouble: str) -> None:
+    # A rotated key or a role assignment still propagating is fixed without the sender.
+    with pytest.raises(StorageUnavailable):
+        _guard(storage_calls(azurite)[trouble])
+
+
+class _Answers(BaseHTTPRequestHandler):
+    """Answers every request with the server's status and error code, as the services do."""
+
+    server: _StatusServer
+
+    def _answer(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        message = {"lang": "en-US", "value": "refused"}
+        body = json.dumps({"odata.error": {"code": self.server.code, "message": message}}).encode()
+        self.send_response(self.server.status)
+        self.send_header("x-ms-error-code", self.server.code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _StatusServer(ThreadingHTTPServer):
+    status = 503
+    code = "ServerBusy"
+
+
+@pytest.fixture
+def status_server() -> Iterator[_StatusServer]:
+    """A local HTTP server standing in for a storage account in trouble: Azurite cannot be made
+    to answer 408, 429 or 5xx, and those are what the real service sends under load."""
+    server = _StatusServer(("127.0.0.1", 0), _Answers)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "rejected"),
+    [
+        (408, "OperationTimedOut", False),
+        (429, "TooManyRequests", False),
+        (500, "InternalError", False),
+        (503, "ServerBusy", False),
+        (401, "NoAuthenticationInformation", False),
+        (403, "AuthorizationPermissionMismatch", False),
+        (400, "InvalidInput", True),
+        (413, "RequestBodyTooLarge", True),
+        (400, "not a <token>", True),
+    ],
+)
+def test_storage_answers_map_by_status(
+    status_server: _StatusServer, status: int, code: str, rejected: bool
+) -> None:
+    status_server.status, status_server.code = status, code
+    port = status_server.server_address[1]
+    table = TableClient(
+        f"http://127.0.0.1:{port}/{ACCOUNT}",
+        "appointments",
+        credential=AzureNamedKeyCredential(ACCOUNT, ACCOUNT_KEY),
+        retry_total=0,
+    )
+
+    def call() -> object:
+        return table.upsert_entity({"PartitionKey": "p", "RowKey": "r"})
+
+    with pytest.raises(StorageRejected if rejected else StorageUnavailable) as caught:
+        _guard(call)
+    if isinstance(caught.value, StorageRejected):
+        # A code that is no plain token is not echoed to the sender.
+        assert caught.value.error_code == (code if code.isalnum() else f"HTTP {status}")
+
+
+# --- settings and logs ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"), [("WEBHOOK_TOLERANCE_SECONDS", "5m"), ("MAX_BODY_BYTES", "10")]
+)
+def test_bad_numeric_setting_is_a_503_problem_that_names_it(
+    reconfigure: Any, caplog: pytest.LogCaptureFixture, setting: str, value: str
+) -> None:
+    reconfigure(**{setting: value})
+    caplog.set_level(logging.INFO)
+    status, problem, headers = post(encode(document()), headers={"X-Correlation-Id": "corr-cfg"})
+
+    assert status == 503
+    assert headers["Content-Type"] == "application/problem+json"
+    assert problem["detail"] == f"The webhook endpoint is misconfigured: {setting}."
+    [line] = [r.getMessage() for r in caplog.records if setting in r.getMessage()]
+    assert "corr-cfg" in line
+    assert SECRET not in caplog.text
+
+    external_id = new_id()
+    response = get_appointment(
+        get_request(f"appointments/{external_id}", {"externalAppointmentId": external_id})
+    )
+    assert response.status_code == 503
+    assert json.loads(response.get_body())["detail"] == f"The app is misconfigured: {setting}."
+
+
+def _oversized() -> bytes:
+    return encode(document(subject="x" * 200, appointmentClients=[{"displayName": "x" * 250}] * 8))
+
+
+@pytest.mark.parametrize(
+    ("body", "kwargs", "settings_", "status"),
+    [
+        (encode(document(endDateTime="bad")), {}, {}, 400),
+        (_oversized(), {}, {"MAX_BODY_BYTES": "2048"}, 413),
+        (encode(document()), {"content_type": "text/plain"}, {}, 415),
+        (encode(document()), {}, {"WEBHOOK_SECRETS": ""}, 503),
+    ],
+)
+def test_refusals_are_logged_with_the_correlation_id(
+    event_queue: QueueClient,
+    reconfigure: Any,
+    caplog: pytest.LogCaptureFixture,
+    body: bytes,
+    kwargs: dict[str, Any],
+    settings_: dict[str, str],
+    status: int,
+) -> None:
+    reconfigure(**settings_)
+    caplog.set_level(logging.INFO, logger="shared.intake")
+    headers = {"X-Correlation-Id": "corr-logged"}
+    assert post(body, headers=headers, **kwargs)[0] == status
+    lines = [r.getMessage() for r in caplog.records if r.name == "shared.intake"]
+    assert len(lines) == 1
+    assert "corr-logged" in lines[0]
+    assert "Jordan" not in lines[0]
 
 
 # --- status, replay, health ----------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Storage outage: Azurite stopped mid-run and restarted on the same ports and data folder.
 
-While storage is down the intake answers 503 quickly (the sender retries; nothing is accepted).
+While storage is down the intake answers 503 quickly (the sender retries the whole request).
 Everything it answered 202 for, before, during or after the outage, is in the table and on the
 queue once storage is back: nothing accepted is lost.
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import available_timezones
 
 import pytest
 from hypothesis import given
@@ -73,6 +74,22 @@ def test_external_id_rejects_control_characters(character: str) -> None:
 
 @pytest.mark.parametrize("value", ["a b", "Ünïcödé-預約", "a\xa0b", "a.b-c_d~e:f@g", "%2F"])
 def test_external_id_accepts_other_printable_characters(value: str) -> None:
+    assert valid(doc(externalAppointmentId=value)).external_appointment_id == value
+
+
+@pytest.mark.parametrize("value", [".", ".."])
+def test_external_id_that_is_a_dot_segment_is_rejected(value: str) -> None:
+    # GET /api/appointments/.. is normalised away by clients and proxies: never readable.
+    assert errors_of(doc(externalAppointmentId=value)) == [
+        (
+            "/externalAppointmentId",
+            "must not be '.' or '..': a URL cannot carry them as a path segment",
+        )
+    ]
+
+
+@pytest.mark.parametrize("value", ["...", ".a", "a.", "..a", "a..b"])
+def test_external_id_with_dots_that_is_no_dot_segment_is_accepted(value: str) -> None:
     assert valid(doc(externalAppointmentId=value)).external_appointment_id == value
 
 
@@ -411,6 +428,24 @@ def test_time_zone_naming_a_tzdata_directory_is_a_field_error(zone: str) -> None
     ]
 
 
+@pytest.mark.parametrize(
+    "zone",
+    # Files ZoneInfo loads from a system tz folder that name no zone (or not by an IANA name).
+    ["localtime", "Factory", "posixrules", "posix/America/New_York", "right/UTC"],
+)
+def test_time_zone_files_that_are_not_iana_names_are_rejected(zone: str) -> None:
+    assert errors_of(doc(timeZone=zone)) == [
+        ("/timeZone", "must be an IANA time zone name, e.g. America/New_York")
+    ]
+
+
+def test_every_listed_iana_zone_is_accepted() -> None:
+    zones = sorted(available_timezones() - {"localtime", "Factory", "posixrules"})
+    assert len(zones) > 400  # the tzdata package (a dependency) lists them all
+    refused = [zone for zone in zones if isinstance(parse_document(doc(timeZone=zone)), list)]
+    assert refused == []
+
+
 # --- externalAppointmentUrl ----------------------------------------------------------------------
 
 
@@ -511,6 +546,24 @@ def test_client_display_name_is_required() -> None:
 def test_client_email_must_be_an_email_address() -> None:
     assert errors_of(doc(appointmentClients=[_client(0, emailAddress="not-an-email")])) == [
         ("/appointmentClients/0/emailAddress", "must be an e-mail address")
+    ]
+
+
+@pytest.mark.parametrize(
+    "email",
+    [
+        "a\x1b[31m@x.co",  # a terminal escape: the regex alone took it
+        "jordan\x00@example.com",
+        "jordan@exa\x7fmple.com",
+        "jordan@example.com\x85",
+        "jo\x9fdan@example.com",
+        "jo\tdan@example.com",
+    ],
+)
+def test_client_email_rejects_control_characters(email: str) -> None:
+    body = doc(appointmentClients=[_client(0), _client(1, emailAddress=email)])
+    assert errors_of(body) == [
+        ("/appointmentClients/1/emailAddress", "must not contain control characters")
     ]
 
 
