@@ -179,6 +179,7 @@ def test_progress_remembers_the_sms_sent_and_settle_forgets_it() -> None:
 def test_a_refused_create_leaves_no_intent_behind() -> None:
     document = valid(doc())
     the_plan = plan(document, AppliedState(), ORGANIZER_GUID)
+    assert the_plan.intent is not None
     leased = replace(AppliedState(), intents=(the_plan.intent,))  # recorded with the lease
     refused = Outcome(refused={NEW})
     failed = fail(leased, the_plan, refused, ErrorInfo("accessPolicyMissing", "..."))
@@ -190,6 +191,7 @@ def test_a_refused_create_leaves_no_intent_behind() -> None:
 def test_a_created_meeting_deleted_again_is_no_intent_and_the_old_one_stays() -> None:
     state = applied()
     the_plan = plan(valid(later(organizer=OTHER)), state, OTHER)
+    assert the_plan.intent is not None
     leased = replace(state, intents=(the_plan.intent,))
     outcome = Outcome(meetings={NEW: MeetingFacts(OTHER, "meeting-2", "x")}, deleted={NEW})
     failed = fail(leased, the_plan, outcome, ErrorInfo("invalidRequest", "..."))
