@@ -18,7 +18,8 @@ import threading
 from collections.abc import Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -119,11 +120,23 @@ def _retry_after(headers: dict[str, str] | None) -> float | None:
         return None
     for key, value in headers.items():
         if key.lower() == "retry-after":
-            try:
-                return max(0.0, float(value))
-            except ValueError:
-                return None
+            return _seconds_until(value)
     return None
+
+
+def _seconds_until(value: str) -> float | None:
+    """Retry-After is delay-seconds or an HTTP date (RFC 9110, 10.2.3)."""
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 ACCESS_POLICY_HINT = (
