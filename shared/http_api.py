@@ -46,9 +46,8 @@ def _misconfigured(error: SettingsError, what: str, correlation: str) -> func.Ht
 
     Only the setting's name reaches the caller; the log adds the rule it breaks, never its value.
     """
-    name = str(error).split(" ", 1)[0]
     log.error("app setting refused: %s (correlation %s)", error, correlation)
-    problem = Problem(503, f"The {what} is misconfigured: {name}.")
+    problem = Problem(503, f"The {what} is misconfigured: {error.setting}.")
     return _respond(Reply.problem(problem), correlation)
 
 

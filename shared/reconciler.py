@@ -59,8 +59,6 @@ log = logging.getLogger(__name__)
 LEASE_SECONDS = 60.0
 # Stop starting Graph calls this long before the lease ends, so no call outlives it.
 LEASE_MARGIN_SECONDS = CALL_DEADLINE_SECONDS
-# Longer Retry-After waits than this are handed back to the queue.
-MAX_WAIT_IN_CALL = 10.0
 MAX_ROUNDS = 8
 BUSY_RETRY_SECONDS = 2.0
 # Hand-backs to the queue are not failed deliveries, so the host's dequeue count does not end

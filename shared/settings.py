@@ -24,6 +24,10 @@ HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 class SettingsError(ValueError):
     """An app setting has a value the app cannot run with."""
 
+    def __init__(self, setting: str, rule: str) -> None:
+        super().__init__(f"{setting} {rule}")
+        self.setting = setting  # the name only: safe to show a caller, unlike the value
+
 
 @dataclass(frozen=True)
 class StorageSettings:
@@ -66,9 +70,9 @@ class Settings:
             try:
                 value = int(raw)
             except ValueError:
-                raise SettingsError(f"{name} must be a whole number") from None
+                raise SettingsError(name, "must be a whole number") from None
             if value < minimum:
-                raise SettingsError(f"{name} must be at least {minimum}")
+                raise SettingsError(name, f"must be at least {minimum}")
             return value
 
         prefix = STORAGE_SETTING + "__"
@@ -99,7 +103,7 @@ class Settings:
 def _choice(name: str, environ: Mapping[str, str], allowed: tuple[str, ...]) -> str:
     value = (environ.get(name) or "").strip().lower() or allowed[0]
     if value not in allowed:
-        raise SettingsError(f"{name} must be one of {', '.join(allowed)}")
+        raise SettingsError(name, f"must be one of {', '.join(allowed)}")
     return value
 
 
