@@ -48,9 +48,19 @@ class GraphError(Exception):
 class TransientGraphError(GraphError):
     """Worth retrying later: throttling, outages, timeouts, conflicts."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, status: int | None = None
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.status = status  # Graph's HTTP status; None for a timeout or a transport error
+
+    @property
+    def summary(self) -> str:
+        """What failed, for the status record's `retry.lastError`: service and status only."""
+        if self.status is not None:
+            return f"Microsoft Graph {self.status}"
+        return f"Microsoft Graph unreachable ({self})"
 
 
 class PermanentGraphError(GraphError):
@@ -171,7 +181,8 @@ def classify(operation: str, error: BaseException) -> GraphError:
     request_id = (error.response_headers or {}).get("request-id", "")
     log.warning("Graph %s failed: %s %s (request-id %s)", operation, status, graph_code, request_id)
     if status in (408, 409, 412, 429) or status >= 500:
-        return TransientGraphError(f"{operation}: {status}", _retry_after(error.response_headers))
+        retry_after = _retry_after(error.response_headers)
+        return TransientGraphError(f"{operation}: {status}", retry_after, status)
     if status == 403:
         if "access policy" in graph_message.lower():
             return PermanentGraphError("accessPolicyMissing", ACCESS_POLICY_HINT, status)
@@ -187,7 +198,7 @@ def classify(operation: str, error: BaseException) -> GraphError:
     if status == 404:
         return PermanentGraphError("meetingNotFound", f"{operation}: the meeting is gone", status)
     if status == 401:
-        return TransientGraphError(f"{operation}: unauthorized")
+        return TransientGraphError(f"{operation}: unauthorized", status=status)
     message = f"Microsoft Graph refused {operation}: {graph_message or status}"
     return PermanentGraphError("invalidRequest", message[:500], status)
 

@@ -389,6 +389,7 @@ def settle(state: AppliedState, plan_: Plan, outcome: Outcome) -> AppliedState:
         failed_version=None,
         intents=(),
         notified=None,
+        retry=None,
         lease_owner=None,
         lease_until=0.0,
     )
@@ -404,6 +405,7 @@ def fail(state: AppliedState, plan_: Plan, outcome: Outcome, error: ErrorInfo) -
         failed_version=version_key(plan_.document.version),
         generation=max(updated.generation, plan_.generation),
         warnings=plan_.warnings + tuple(outcome.warnings),
+        retry=None,
         lease_owner=None,
         lease_until=0.0,
     )

@@ -50,7 +50,7 @@ from shared.planning import (
     progress,
     settle,
 )
-from shared.records import AppliedState, ErrorInfo
+from shared.records import AppliedState, ErrorInfo, RetryInfo
 from shared.settings import QueueSemantics
 from shared.storage import AppointmentStore, ConcurrencyConflict, EventQueue
 
@@ -61,9 +61,7 @@ LEASE_SECONDS = 60.0
 LEASE_MARGIN_SECONDS = CALL_DEADLINE_SECONDS
 MAX_ROUNDS = 8
 BUSY_RETRY_SECONDS = 2.0
-# Hand-backs to the queue are not failed deliveries, so the host's dequeue count does not end
-# them; this does (about an hour of Graph asking to wait, or of leases held).
-MAX_DEFERRALS = 100
+DEFAULT_RETRY_WINDOW_SECONDS = 3600.0
 
 
 class Result(Enum):
@@ -98,6 +96,7 @@ class _Attempt:
     state: AppliedState
     etag: str | None
     last_attempt: bool
+    version: str  # the stored (newest) version this round reconciles
     # A newer version is stored: its own message carries it, this one must not fail it.
     superseded: bool = False
     plan: Plan | None = None
@@ -117,13 +116,16 @@ class Reconciler:
         queue: EventQueue,
         graph: Callable[[], GraphGateway],
         semantics: QueueSemantics,
+        *,
         clock: Callable[[], float] = time.time,
+        retry_window_seconds: float = DEFAULT_RETRY_WINDOW_SECONDS,
     ) -> None:
         self._store = store
         self._queue = queue
         self._graph = graph
         self._semantics = semantics
         self._clock = clock
+        self._retry_window = retry_window_seconds
 
     def handle(self, text: str, dequeue_count: int) -> Result:
         """Process one message; raise RetryLater to have the host redeliver it."""
@@ -138,9 +140,9 @@ class Reconciler:
         # The intake enqueues the document, then stores it; store it again in case that
         # write is what failed (the queue message is the durable copy).
         self._store.save_desired(document, event.correlation_id)
-        last_attempt = (
-            dequeue_count >= self._semantics.max_dequeue_count or event.deferrals >= MAX_DEFERRALS
-        )
+        # Failed deliveries end at maxDequeueCount; hand-backs use none up, and the retry
+        # window (see _transient) bounds them instead.
+        last_attempt = dequeue_count >= self._semantics.max_dequeue_count
         try:
             result = self._reconcile(event, last_attempt)
         except _Busy as busy:
@@ -203,7 +205,9 @@ class Reconciler:
         state = stored.applied or AppliedState()
         event_version = version_key(event.document.version)
         superseded = event_version < stored.desired.version
-        attempt = _Attempt(event, state, stored.applied_etag, last_attempt, superseded)
+        attempt = _Attempt(
+            event, state, stored.applied_etag, last_attempt, stored.desired.version, superseded
+        )
         replay = event.replay and stored.desired.version == event_version
         settled = is_settled(document, state, replay=replay)
         if settled and not state.intents:
@@ -292,15 +296,27 @@ class Reconciler:
         except ConcurrencyConflict:
             return None
 
-    def _transient(self, attempt: _Attempt, error: Exception) -> Result:
-        """Release the lease (keeping intents), then retry later or, at the end, fail."""
+    def _transient(self, attempt: _Attempt, error: TransientGraphError) -> Result:
+        """Release the lease (keeping intents); retry later, or give up once the version has
+        used up its deliveries or its retry window (RETRY_WINDOW_MINUTES)."""
         event = attempt.event
         external_id = event.document.external_appointment_id
         state = attempt.state
         if attempt.plan is not None:
             state = progress(state, attempt.plan, attempt.outcome)
         released = replace(state, lease_owner=None, lease_until=0.0)
-        if attempt.last_attempt and attempt.superseded:
+        now = self._clock()
+        earlier = (
+            released.retry if released.retry and released.retry.version == attempt.version else None
+        )
+        since = earlier.since if earlier else now
+        window_end = since + self._retry_window
+        retry_after = error.retry_after
+        # Graph asking for a wait that ends past the window is as final as the window's end.
+        window_over = now >= window_end or (
+            retry_after is not None and now + retry_after > window_end
+        )
+        if attempt.superseded and (attempt.last_attempt or window_over):
             # The newest version has a message of its own, with its own retries: only that
             # message may record the newest version as failed.
             self._commit(external_id, released, attempt.etag)
@@ -309,24 +325,66 @@ class Reconciler:
                 external_id,
                 event.correlation_id,
             )
-            raise RetryLater(str(error))
-        if attempt.last_attempt:
-            message = (
-                "Microsoft Graph stayed unavailable through every retry; the message is in "
-                "appointment-events-poison. POST /api/appointments/{id}/reconcile replays it."
-            )
-            the_plan = attempt.plan or Plan(event.document, (), state.generation)
-            unavailable = ErrorInfo("graphUnavailable", _with_route(message, external_id))
-            failed = fail(released, the_plan, Outcome(), unavailable)
-            self._commit(external_id, failed, attempt.etag)
-            raise RetryLater(str(error))
-        self._commit(external_id, released, attempt.etag)
-        retry_after = error.retry_after if isinstance(error, TransientGraphError) else None
+            if attempt.last_attempt:
+                raise RetryLater(str(error))
+            return Result.SETTLED
+        if attempt.last_attempt or window_over:
+            return self._give_up(attempt, released, error, window_over=window_over)
+        delay = (
+            retry_after if retry_after is not None else self._semantics.visibility_timeout_seconds
+        )
+        retry = RetryInfo(
+            attempt.version,
+            since,
+            (earlier.attempts if earlier else 0) + 1,
+            error.summary,
+            now + delay,
+        )
+        self._commit(external_id, replace(released, retry=retry), attempt.etag)
         if retry_after is not None:
-            # Graph said when to come back: a hand-back does not use up a delivery, so a long
-            # spell of throttling does not end in the poison queue.
+            # Graph said when to come back: a hand-back does not use up a delivery, so a spell
+            # of throttling shorter than the window does not end in the poison queue.
             raise _HandBack(retry_after)
         raise RetryLater(str(error))
+
+    def _give_up(
+        self,
+        attempt: _Attempt,
+        released: AppliedState,
+        error: TransientGraphError,
+        *,
+        window_over: bool,
+    ) -> Result:
+        """Record `graphUnavailable` and see that the message ends in the poison queue.
+
+        On its last delivery the host moves it there (RetryLater); a version whose window ran
+        out earlier is parked here, and this delivery completes.
+        """
+        event = attempt.event
+        external_id = event.document.external_appointment_id
+        minutes = f"{self._retry_window / 60:g}"
+        why = (
+            f"through the {minutes}-minute retry window"
+            if window_over
+            else "through every delivery of its message"
+        )
+        message = (
+            f"Microsoft Graph stayed unavailable {why} (last: {error.summary}); the message is "
+            "in appointment-events-poison. POST /api/appointments/{id}/reconcile replays it."
+        )
+        the_plan = attempt.plan or Plan(event.document, (), released.generation)
+        unavailable = ErrorInfo("graphUnavailable", _with_route(message, external_id))
+        self._commit(external_id, fail(released, the_plan, Outcome(), unavailable), attempt.etag)
+        log.warning(
+            "appointment %s failed: graphUnavailable, %s (correlation %s)",
+            external_id,
+            error.summary,
+            event.correlation_id,
+        )
+        if attempt.last_attempt:
+            raise RetryLater(str(error))
+        self._queue.send_to_poison(event.to_message())
+        return Result.FAILED
 
     def _execute(
         self, the_plan: Plan, state: AppliedState, outcome: Outcome, deadline: float

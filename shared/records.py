@@ -8,6 +8,7 @@ means the intake never contends with the reconciler for the same row.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from shared.documents import AppointmentDocument
@@ -24,6 +25,34 @@ class ErrorInfo:
 
     def to_json(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}
+
+
+def utc_text(unix_seconds: float) -> str:
+    """RFC 3339 in UTC to the second, as the status record shows instants the app chose."""
+    return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class RetryInfo:
+    """A version waiting out transient Graph trouble, within the retry window.
+
+    `since` (the first failed attempt) fixes the window's end; every later attempt of the same
+    version counts against it, hand-backs for Retry-After included.
+    """
+
+    version: str  # documents.version_key of the version that is waiting
+    since: float  # unix seconds
+    attempts: int
+    last_error: str  # the service and status, e.g. "Microsoft Graph 503": never client data
+    next_attempt: float  # unix seconds
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "since": utc_text(self.since),
+            "attempts": self.attempts,
+            "lastError": self.last_error,
+            "nextAttemptDateTime": utc_text(self.next_attempt),
+        }
 
 
 @dataclass(frozen=True)
@@ -74,6 +103,8 @@ class AppliedState:
     # "<kind>@<version>" of the SMS already sent for a version not yet applied in full, so a
     # retry of that version does not text the clients twice.
     notified: str | None = None
+    # Set while a version waits out transient failures; gone once it is applied or failed.
+    retry: RetryInfo | None = None
     # A lease (owner, expiry as unix seconds) keeps one worker at a time on an appointment.
     lease_owner: str | None = None
     lease_until: float = 0.0
@@ -135,4 +166,6 @@ def status_view(stored: StoredAppointment) -> dict[str, Any]:
     }
     if applied.error is not None:
         view["error"] = applied.error.to_json()
+    if pending and desired and applied.retry and desired.version == applied.retry.version:
+        view["retry"] = applied.retry.to_json()
     return view

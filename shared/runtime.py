@@ -46,4 +46,10 @@ def graph_gateway() -> GraphGateway:
 def reconciler() -> Reconciler:
     from shared.reconciler import Reconciler
 
-    return Reconciler(store(), queue(), graph_gateway, settings.queue_semantics())
+    return Reconciler(
+        store(),
+        queue(),
+        graph_gateway,
+        settings.queue_semantics(),
+        retry_window_seconds=settings.current().retry_window_seconds,
+    )

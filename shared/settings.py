@@ -7,6 +7,7 @@ semantics the host applies come from host.json, the single place they are declar
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,12 @@ class Settings:
     azure_client_id: str | None = None
     # "managedidentity" (Azure, and the emulator locally) or "azurecli" (a developer's az login).
     graph_credential: str = "managedidentity"
+    # How long a version keeps trying through transient Graph failures, hand-backs included.
+    retry_window_minutes: float = 60.0
+
+    @property
+    def retry_window_seconds(self) -> float:
+        return self.retry_window_minutes * 60.0
 
     @property
     def graph_scope(self) -> str:
@@ -73,6 +80,19 @@ class Settings:
                 raise SettingsError(name, "must be a whole number") from None
             if value < minimum:
                 raise SettingsError(name, f"must be at least {minimum}")
+            return value
+
+        def duration(name: str, default: float) -> float:
+            """A `..._MINUTES`/`_HOURS`/`_DAYS` setting: a positive number, fractions allowed."""
+            raw = environ.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise SettingsError(name, "must be a number, e.g. 60 or 0.5") from None
+            if not math.isfinite(value) or value <= 0:
+                raise SettingsError(name, "must be a positive number")
             return value
 
         prefix = STORAGE_SETTING + "__"
@@ -97,6 +117,7 @@ class Settings:
             graph_base_url=(environ.get("GRAPH_BASE_URL") or DEFAULT_GRAPH_BASE_URL).rstrip("/"),
             azure_client_id=environ.get("AZURE_CLIENT_ID") or None,
             graph_credential=_choice("GRAPH_CREDENTIAL", environ, ("managedidentity", "azurecli")),
+            retry_window_minutes=duration("RETRY_WINDOW_MINUTES", 60.0),
         )
 
 

@@ -28,7 +28,14 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient
 
 from shared.documents import AppointmentDocument, parse_document, version_key
-from shared.records import AppliedState, DesiredVersion, ErrorInfo, Intent, StoredAppointment
+from shared.records import (
+    AppliedState,
+    DesiredVersion,
+    ErrorInfo,
+    Intent,
+    RetryInfo,
+    StoredAppointment,
+)
 from shared.settings import POISON_QUEUE_NAME, QUEUE_NAME, TABLE_NAME, StorageSettings
 
 log = logging.getLogger(__name__)
@@ -219,8 +226,36 @@ def _entity_to_applied(entity: dict[str, Any]) -> AppliedState:
         failed_version=entity.get("FailedVersion") or None,
         intents=tuple(Intent(o, int(g)) for o, g in json.loads(entity.get("Intents") or "[]")),
         notified=entity.get("Notified") or None,
+        retry=_retry_from_json(entity.get("Retry")),
         lease_owner=entity.get("LeaseOwner") or None,
         lease_until=float(entity.get("LeaseUntil", 0.0)),
+    )
+
+
+def _retry_from_json(text: str | None) -> RetryInfo | None:
+    if not text:
+        return None
+    value = json.loads(text)
+    return RetryInfo(
+        str(value["version"]),
+        float(value["since"]),
+        int(value["attempts"]),
+        str(value["lastError"]),
+        float(value["nextAttempt"]),
+    )
+
+
+def _retry_to_json(retry: RetryInfo | None) -> str:
+    if retry is None:
+        return ""
+    return json.dumps(
+        {
+            "version": retry.version,
+            "since": retry.since,
+            "attempts": retry.attempts,
+            "lastError": retry.last_error,
+            "nextAttempt": retry.next_attempt,
+        }
     )
 
 
@@ -243,6 +278,7 @@ def _applied_to_entity(external_id: str, state: AppliedState) -> dict[str, Any]:
         "FailedVersion": state.failed_version or "",
         "Intents": json.dumps([[i.organizer_id, i.generation] for i in state.intents]),
         "Notified": state.notified or "",
+        "Retry": _retry_to_json(state.retry),
         "LeaseOwner": state.lease_owner or "",
         "LeaseUntil": float(state.lease_until),
     }

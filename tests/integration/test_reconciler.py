@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -549,20 +551,128 @@ def test_token_endpoint_is_hit_once_per_process_not_per_message(emulator: GraphE
     assert emulator.call_counts()["createOrGet"] == 3
 
 
-def test_endless_retry_after_is_not_deferred_forever(emulator: GraphEmulator) -> None:
-    from shared.reconciler import MAX_DEFERRALS
-
+def test_a_retry_after_past_the_window_fails_at_once_and_parks_the_message(
+    emulator: GraphEmulator, poison: QueueClient, reconfigure: Callable[..., None]
+) -> None:
+    reconfigure(RETRY_WINDOW_MINUTES="0.5")
     emulator.inject_fault(operation="createOrGet", status=429, retry_after=45, count=1)
     external_id = new_id()
-    parsed = parse_document(doc(external_id, 0))
-    assert not isinstance(parsed, list)
-    worn_out = AppointmentEvent(parsed, "corr-test", deferrals=MAX_DEFERRALS).to_message()
+    text = message(doc(external_id, 0))
 
-    with pytest.raises(RetryLater):
-        reconcile_appointment_event(queue_message(worn_out))
+    result = runtime.reconciler().handle(text, 1)  # completes: no RetryLater for the host
 
+    assert result is Result.FAILED
     state = record(external_id)
     assert (state["status"], state["error"]["code"]) == ("failed", "graphUnavailable")
+    assert "0.5-minute retry window" in state["error"]["message"]
+    assert "Microsoft Graph 429" in state["error"]["message"]
+    assert "retry" not in state
+    [parked] = list(poison.peek_messages())
+    assert json.loads(parked.content)["externalAppointmentId"] == external_id
+
+
+def test_the_record_shows_the_retry_while_a_version_waits_and_drops_it_once_applied(
+    emulator: GraphEmulator,
+) -> None:
+    emulator.inject_fault(operation="createOrGet", status=500, count=2)  # not retried in-call
+    external_id = new_id()
+    before = time.time()
+    with pytest.raises(RetryLater):
+        deliver(doc(external_id, 0))
+    first = record(external_id)
+    assert first["status"] == "pending"
+    assert first["pending"] is True
+    retry = first["retry"]
+    assert (retry["attempts"], retry["lastError"]) == (1, "Microsoft Graph 500")
+    since = datetime.fromisoformat(retry["since"]).timestamp()
+    assert before - 1 <= since <= time.time()
+    next_attempt = datetime.fromisoformat(retry["nextAttemptDateTime"]).timestamp()
+    visibility = queue_semantics().visibility_timeout_seconds
+    assert next_attempt - since == pytest.approx(visibility, abs=2)
+
+    with pytest.raises(RetryLater):
+        deliver(doc(external_id, 0), dequeue_count=2)
+    second = record(external_id)["retry"]
+    assert (second["attempts"], second["since"]) == (2, retry["since"])
+
+    deliver(doc(external_id, 0), dequeue_count=3)  # Graph is back
+    state = record(external_id)
+    assert state["status"] == "scheduled"
+    assert "retry" not in state
+
+
+def test_the_window_counts_from_the_first_failed_attempt(
+    emulator: GraphEmulator, poison: QueueClient
+) -> None:
+    emulator.inject_fault(operation="createOrGet", status=500, count=2)
+    external_id = new_id()
+    text = message(doc(external_id, 0))
+    now = time.time()
+
+    def at(offset: float) -> Reconciler:
+        return Reconciler(
+            runtime.store(),
+            runtime.queue(),
+            runtime.graph_gateway,
+            queue_semantics(),
+            clock=lambda: now + offset,
+            retry_window_seconds=600,
+        )
+
+    with pytest.raises(RetryLater):
+        at(0).handle(text, 1)
+    # The second delivery fails past the window's end: the version fails, well before the
+    # host's maxDequeueCount, and the message is parked by the reconciler itself.
+    assert at(601).handle(text, 2) is Result.FAILED
+    state = record(external_id)
+    assert (state["status"], state["error"]["code"]) == ("failed", "graphUnavailable")
+    assert len(list(poison.peek_messages())) == 1
+    assert live(emulator) == []
+
+
+@pytest.mark.slow
+def test_graph_503_with_retry_after_forever_ends_failed_and_poisoned_within_the_window(
+    emulator: GraphEmulator,
+    event_queue: QueueClient,
+    poison: QueueClient,
+    reconfigure: Callable[..., None],
+) -> None:
+    reconfigure(RETRY_WINDOW_MINUTES="1")
+    emulator.inject_fault(status=503, retry_after=1, count=1_000_000)
+    external_id = new_id()
+    event_queue.send_message(message(doc(external_id, 0)))
+    started = time.monotonic()
+
+    outcome = drain(event_queue, poison, reconcile_appointment_event, deadline_seconds=240)
+
+    elapsed = time.monotonic() - started
+    assert 60 <= elapsed < 120, elapsed  # the window, plus at most one last attempt
+    assert outcome["failed"] == 0  # every attempt was a hand-back: no delivery used up
+    [parked] = list(poison.peek_messages())
+    assert json.loads(parked.content)["externalAppointmentId"] == external_id
+    state = record(external_id)
+    assert (state["status"], state["error"]["code"]) == ("failed", "graphUnavailable")
+    assert "retry" not in state
+    assert live(emulator) == []
+
+
+@pytest.mark.slow
+def test_a_throttling_storm_shorter_than_the_window_converges_without_poison(
+    emulator: GraphEmulator, event_queue: QueueClient, poison: QueueClient
+) -> None:
+    # Each delivery absorbs four 429s in the call (three retries of 2 s), then hands back.
+    emulator.inject_fault(operation="createOrGet", status=429, retry_after=2, count=10)
+    external_id = new_id()
+    event_queue.send_message(message(doc(external_id, 0)))
+
+    outcome = drain(event_queue, poison, reconcile_appointment_event, deadline_seconds=120)
+
+    assert (outcome["failed"], outcome["poisoned"]) == (0, 0)
+    assert list(poison.peek_messages()) == []
+    state = record(external_id)
+    assert state["status"] == "scheduled"
+    assert "retry" not in state
+    assert len(live(emulator)) == 1
 
 
 # --- after a failure: nothing stuck, nothing retried, nothing orphaned -----------------------

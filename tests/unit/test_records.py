@@ -13,6 +13,7 @@ from shared.records import (
     DesiredVersion,
     ErrorInfo,
     Intent,
+    RetryInfo,
     StoredAppointment,
     status_view,
 )
@@ -270,3 +271,33 @@ def test_new_applied_state_defaults() -> None:
 def test_applied_state_is_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         AppliedState().generation = 3  # type: ignore[misc]
+
+
+def _waiting(version: AppointmentDocument) -> RetryInfo:
+    # 2026-11-20T10:00:00Z and 30 s later, as unix seconds.
+    return RetryInfo(
+        version_key(version.version), 1_795_168_800.0, 3, "Microsoft Graph 503", 1_795_168_830.0
+    )
+
+
+def test_a_waiting_version_shows_its_retry() -> None:
+    view = status_view(StoredAppointment(desired(V2), applied(V1, retry=_waiting(V2))))
+    assert view["pending"] is True
+    assert view["retry"] == {
+        "since": "2026-11-20T10:00:00Z",
+        "attempts": 3,
+        "lastError": "Microsoft Graph 503",
+        "nextAttemptDateTime": "2026-11-20T10:00:30Z",
+    }
+
+
+def test_a_retry_for_another_version_is_not_shown() -> None:
+    # Left from V2 while V3 is now the newest: V3 has not failed yet.
+    view = status_view(StoredAppointment(desired(V3), applied(V1, retry=_waiting(V2))))
+    assert "retry" not in view
+
+
+def test_no_retry_once_nothing_is_pending() -> None:
+    view = status_view(StoredAppointment(desired(V1), applied(V1, retry=_waiting(V1))))
+    assert view["pending"] is False
+    assert "retry" not in view

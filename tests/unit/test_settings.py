@@ -285,3 +285,21 @@ def test_queue_semantics_reads_a_custom_host_json(tmp_path: Path) -> None:
         max_polling_interval_seconds=3600.0,
         message_encoding="none",
     )
+
+
+def test_retry_window_defaults_to_an_hour() -> None:
+    settings = Settings.from_environ({"RETRY_WINDOW_MINUTES": " "})
+    assert settings.retry_window_minutes == 60.0
+    assert settings.retry_window_seconds == 3600.0
+
+
+@pytest.mark.parametrize(("raw", "seconds"), [("0.5", 30.0), ("1", 60.0), (" 90 ", 5400.0)])
+def test_retry_window_takes_fractions_of_minutes(raw: str, seconds: float) -> None:
+    assert Settings.from_environ({"RETRY_WINDOW_MINUTES": raw}).retry_window_seconds == seconds
+
+
+@pytest.mark.parametrize("raw", ["abc", "0", "-1", "inf", "nan", "1h"])
+def test_a_retry_window_that_is_not_a_positive_number_is_a_settings_error(raw: str) -> None:
+    with pytest.raises(SettingsError) as caught:
+        Settings.from_environ({"RETRY_WINDOW_MINUTES": raw})
+    assert caught.value.setting == "RETRY_WINDOW_MINUTES"
