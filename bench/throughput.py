@@ -298,8 +298,9 @@ def run(stack: Stack, *, quick: bool = False) -> dict[str, Any]:
     default = default_threads()
     ensure_storage(stack.connection_string)
     # Enough messages for many refills of the batch at the configured count.
-    count = 48 if quick else 960
-    default_count = 24 if quick else 240
+    count = 32 if quick else 960
+    default_count = 12 if quick else 240
+    ceiling_count = 8 if quick else 240
     with remote_graph() as graph:
         # Warm-up outside the measurement: token, Graph client, storage pools.
         for appointment in workload.build(4, SEED + 1, f"tp-warm-{uuid.uuid4().hex[:8]}"):
@@ -317,7 +318,7 @@ def run(stack: Stack, *, quick: bool = False) -> dict[str, Any]:
             },
         ]
         # What this machine can do at all: one thread, no Graph latency (CPU and storage only).
-        ceiling = _one(stack, graph, default_count, 1, "cpu", latency=0.0)
+        ceiling = _one(stack, graph, ceiling_count, 1, "cpu", latency=0.0)
     configured_run = runs[0]
     return {
         "graph_latency_ms": LATENCY * 1000,
