@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = {
     "intake": {"sequential", "concurrent", "ratios", "target", "documents"},
     "reconcile": {"graph_calls", "wall", "errors", "delivery_latency", "by_category", "target"},
+    "throughput": {"runs", "target", "configured_threads", "default_threads", "max_in_flight"},
     "coldstart": {"scenarios", "comparison", "package"},
     "memory": {"samples", "peak_rss_mb", "slope_mb_per_1000", "flat"},
 }
@@ -47,3 +48,10 @@ def test_quick_benchmarks_write_every_result(tmp_path: Path) -> None:
     reconcile = json.loads((tmp_path / "reconcile.json").read_text())
     assert reconcile["errors"] == 0
     assert reconcile["graph_calls"]["actual"] == reconcile["graph_calls"]["minimum"]
+    throughput = json.loads((tmp_path / "throughput.json").read_text())
+    assert throughput["target"]["zero_errors"]
+    assert throughput["target"]["converged"]
+    assert [r["threads"] for r in throughput["runs"]] == [
+        throughput["configured_threads"],
+        throughput["default_threads"],
+    ]

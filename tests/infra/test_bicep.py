@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from shared.settings import queue_semantics
+
 from .bicep_tree import (
     INFRA_DIR,
     Tree,
@@ -245,6 +247,24 @@ def test_app_settings_for_identity_graph_and_telemetry() -> None:
     passed = _module_params("api")
     assert accessor_path(passed["identityClientId"]) == ["identity", "outputs", "clientId"]
     assert accessor_path(passed["identityId"]) == ["identity", "outputs", "id"]
+
+
+# Threads kept free for the HTTP functions (webhook, health) beyond the queue trigger's batch.
+HTTP_THREADS = 8
+
+
+def test_python_thread_pool_holds_the_queue_batch_plus_http_headroom() -> None:
+    """Sync functions hold a pool thread each: the pool must fit what the host keeps in flight.
+
+    The queue trigger runs up to batchSize + newBatchThreshold messages at once (read here from
+    host.json, so changing the batch without the thread count fails this test).
+    """
+    semantics = queue_semantics()
+    in_flight = semantics.batch_size + semantics.new_batch_threshold
+    value = _app_settings()["PYTHON_THREADPOOL_THREAD_COUNT"]
+    assert isinstance(value, str), "app settings are strings"
+    assert int(value) == in_flight + HTTP_THREADS
+    assert in_flight == 24  # the figure the Bicep comment and docs/performance.md explain
 
 
 def test_webhook_secrets_come_from_key_vault_reference() -> None:
