@@ -285,3 +285,27 @@ def test_queue_semantics_reads_a_custom_host_json(tmp_path: Path) -> None:
         max_polling_interval_seconds=3600.0,
         message_encoding="none",
     )
+
+
+@pytest.mark.parametrize(
+    ("base_url", "is_global"),
+    [
+        ("https://graph.microsoft.com/v1.0", True),
+        ("https://GRAPH.microsoft.com/v1.0/", True),
+        ("http://127.0.0.1:8081/v1.0", True),  # the local emulator stands in for it
+        ("http://localhost:8081/v1.0", True),
+        ("http://[::1]:8081/v1.0", True),
+        ("https://graph.microsoft.us/v1.0", False),
+        ("https://dod-graph.microsoft.us/v1.0", False),
+        ("https://microsoftgraph.chinacloudapi.cn/v1.0", False),
+        ("https://graph.microsoft.com.evil.example/v1.0", False),
+        ("http://10.0.0.5:8081/v1.0", False),
+    ],
+)
+def test_graph_is_global_cloud(base_url: str, is_global: bool) -> None:
+    settings = Settings.from_environ({"GRAPH_BASE_URL": base_url})
+    assert settings.graph_is_global_cloud is is_global
+
+
+def test_the_default_graph_is_the_global_cloud() -> None:
+    assert Settings.from_environ({}).graph_is_global_cloud
