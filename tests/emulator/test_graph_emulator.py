@@ -844,6 +844,10 @@ def test_admin_api(emulator: GraphEmulator, api: httpx.Client) -> None:
     assert config.json()["granted_roles"] == ["User.Read.All"]
     assert_graph_error(create(api, "ext-2"), 403, "Forbidden")
     assert admin.put("/config", json={"latency": -1}).status_code == 400
+    legacy = admin.put("/config", json={"legacy_policy_error": True})
+    assert legacy.json()["legacy_policy_error"] is True
+    assert emulator.legacy_policy_error is True
+    assert admin.put("/config", json={"legacy_policy_error": "yes"}).status_code == 400
 
     assert admin.post("/reset").status_code == 204
     after = admin.get("/state").json()
