@@ -82,7 +82,7 @@ DEFAULT_GRANTED_ROLES: Final[frozenset[str]] = frozenset(
         "OnlineMeetings.ReadWrite.All",
         "VirtualAppointment.ReadWrite.All",
         "VirtualAppointmentNotification.Send",
-        "User.Read.All",
+        "User.ReadBasic.All",
     }
 )
 
@@ -113,11 +113,19 @@ _GRAPH_JSON: Final = (
     "IEEE754Compatible=false;charset=utf-8"
 )
 _PLAIN_JSON: Final = "application/json; charset=utf-8"
+# The verb in Graph's older missing-policy message, per operation.
+_LEGACY_POLICY_ACTIONS: Final[dict[str, str]] = {
+    "createOrGet": "Create meeting",
+    "getMeeting": "Get meeting",
+    "updateMeeting": "Update meeting",
+    "deleteMeeting": "Delete meeting",
+}
 
 _CREATE_OR_GET_PARAMS: Final = frozenset(
     {"externalId", "startDateTime", "endDateTime", "subject", "participants", "chatInfo"}
 )
-# The "Request body" table of the v1.0 "Update onlineMeeting" page.
+# The "Request body" table of the v1.0 "Update onlineMeeting" page, less what the v1.0
+# metadata lacks (anonymizeIdentityForRoles is beta only).
 _UPDATABLE_PROPERTIES: Final = frozenset(
     {
         "allowAttendeeToEnableCamera",
@@ -133,7 +141,6 @@ _UPDATABLE_PROPERTIES: Final = frozenset(
         "allowTeamworkReactions",
         "allowTranscription",
         "allowWhiteboard",
-        "anonymizeIdentityForRoles",
         "endDateTime",
         "isEntryExitAnnounced",
         "lobbyBypassSettings",
@@ -207,6 +214,7 @@ _EVOLVABLE_LOBBY_SCOPES: Final = frozenset(
 )
 _SMS_MESSAGE_TYPES: Final = frozenset({"confirmation", "reschedule", "cancellation"})
 _REMINDER_TYPES: Final = frozenset({"mins15"})
+_REMINDER_LEAD: Final = timedelta(minutes=15)  # "mins15": Graph texts 15 minutes before start
 # fullmatch + ASCII: `\d` would take any Unicode digit and `$` would allow a trailing newline.
 _US_E164: Final = re.compile(r"\+1[0-9]{10}", re.ASCII)
 # OData Edm.DateTimeOffset: the offset is mandatory (a naive Python datetime serialised by
@@ -314,7 +322,10 @@ class CallRecord:
 
 @dataclass(frozen=True)
 class SmsRecord:
-    """One accepted SMS request. ``message_type`` is ``"reminder"`` for a reminder SMS."""
+    """One accepted SMS request. ``message_type`` is ``"reminder"`` for a reminder SMS.
+
+    A reminder is not sent on acceptance: ``due_date_time`` says when Graph would send it.
+    """
 
     meeting_id: str
     user_id: str
@@ -323,6 +334,9 @@ class SmsRecord:
     time_zones: list[str | None]
     remind_before: str | None = None
     sent: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: When Graph texts the clients: ``sent`` for the immediate messages; for a reminder
+    #: (``mins15``) 15 minutes before the meeting's start, since Graph schedules it.
+    due_date_time: datetime | None = None
 
 
 # --------------------------------------------------------------------------- internals
@@ -579,6 +593,10 @@ class GraphEmulator:
         self.check_audience: bool = True
         #: The tenant id that appears in join links and organizer identities.
         self.tenant_id: str = str(uuid.uuid4())
+        #: Answer a missing access policy with Graph's older text ("App <id> is not authorized
+        #: to Create meeting on behalf of user <id>", code Unauthorized), which never says
+        #: "access policy": the app must still tell it from a missing app role.
+        self.legacy_policy_error: bool = False
 
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -862,6 +880,7 @@ class GraphEmulator:
             self.granted_roles = set(self._initial_roles)
             self.default_lobby_scope = self._initial_lobby_scope
             self.check_audience = True
+            self.legacy_policy_error = False
 
     def state(self) -> dict[str, Any]:
         """Everything, JSON-ready (what ``GET /_emulator/state`` returns)."""
@@ -886,6 +905,7 @@ class GraphEmulator:
             "latency": self.latency,
             "granted_roles": sorted(self.granted_roles),
             "default_lobby_scope": self.default_lobby_scope,
+            "legacy_policy_error": self.legacy_policy_error,
         }
 
     def _reset_state(self, *, keep_tokens: bool = False) -> None:
@@ -1230,6 +1250,14 @@ class GraphEmulator:
             )
             raise _GraphError(404, "NotFound", f"The user '{ctx.user_key}' was not found.{hint}")
         self._require_role(ctx.operation)
+        if not user.access_policy and self.legacy_policy_error:
+            action = _LEGACY_POLICY_ACTIONS.get(ctx.operation, "Access meeting")
+            raise _GraphError(
+                403,
+                "Unauthorized",
+                f"App {_SYSTEM_ASSIGNED_CLIENT_ID} is not authorized to {action} on behalf of "
+                f"user {user.id}",
+            )
         if not user.access_policy:
             raise _GraphError(
                 403,
@@ -1419,6 +1447,12 @@ class GraphEmulator:
         user = self._meeting_user(ctx)
         meeting = self._live_meeting(ctx, user)
         body = _require_object(ctx.body, "request body")
+        if "@odata.type" in body:
+            # Graph refuses a type annotation on the PATCH body itself (msgraph-sdk models add
+            # one by default); annotations elsewhere stay legal.
+            raise _GraphError(
+                400, "InvalidArgument", "One or more properties do not support updating"
+            )
         _reject_unknown_keys(body, _UPDATABLE_PROPERTIES, "Update onlineMeeting")
         # Validate everything before changing anything: a 400 leaves the meeting untouched.
         has_start, has_end = "startDateTime" in body, "endDateTime" in body
@@ -1569,7 +1603,12 @@ class GraphEmulator:
                 f"{sorted(_SMS_MESSAGE_TYPES)}.",
             )
         meeting = self._live_meeting(ctx, user)
-        self._sms.append(SmsRecord(meeting.id, user.id, str(message_type), phones, zones))
+        now = _utcnow()
+        self._sms.append(
+            SmsRecord(
+                meeting.id, user.id, str(message_type), phones, zones, sent=now, due_date_time=now
+            )
+        )
         return _Response(202)
 
     def _op_send_reminder_sms(self, ctx: _RequestContext) -> _Response:
@@ -1589,7 +1628,12 @@ class GraphEmulator:
                 f"Invalid remindBeforeTimeInMinutesType {remind!r}; the only value is 'mins15'.",
             )
         meeting = self._live_meeting(ctx, user)
-        self._sms.append(SmsRecord(meeting.id, user.id, "reminder", phones, zones, str(remind)))
+        due = datetime.fromisoformat(meeting.start) - _REMINDER_LEAD
+        self._sms.append(
+            SmsRecord(
+                meeting.id, user.id, "reminder", phones, zones, str(remind), due_date_time=due
+            )
+        )
         return _Response(202)
 
     # ----------------------------------------------------------------- admin API
@@ -1651,8 +1695,13 @@ class GraphEmulator:
         return ok(404, {"error": f"no admin route {method} {path}"})
 
     def _configure(self, config: dict[str, Any]) -> None:
-        _check_keys(config, {"latency", "granted_roles", "default_lobby_scope"})
+        _check_keys(
+            config, {"latency", "granted_roles", "default_lobby_scope", "legacy_policy_error"}
+        )
         latency = config.get("latency", self.latency)
+        legacy = config.get("legacy_policy_error", self.legacy_policy_error)
+        if not isinstance(legacy, bool):
+            raise _AdminError("legacy_policy_error must be a boolean")
         roles = config.get("granted_roles")
         scope = config.get("default_lobby_scope", self.default_lobby_scope)
         if not isinstance(latency, int | float) or isinstance(latency, bool) or latency < 0:
@@ -1668,6 +1717,7 @@ class GraphEmulator:
             if roles is not None:
                 self.granted_roles = set(roles)
             self.default_lobby_scope = scope
+            self.legacy_policy_error = legacy
 
 
 def _check_keys(kwargs: Mapping[str, Any], allowed: set[str]) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 from collections.abc import Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -155,13 +156,54 @@ ACCESS_POLICY_HINT = (
     "POST /api/appointments/{id}/reconcile."
 )
 ROLES = {
-    "getUser": "User.Read.All",
+    # Least privilege: GET /users/{upn}?$select=id needs only the basic profile.
+    "getUser": "User.ReadBasic.All",
     "createOrGet": "OnlineMeetings.ReadWrite.All",
     "updateMeeting": "OnlineMeetings.ReadWrite.All",
     "deleteMeeting": "OnlineMeetings.ReadWrite.All",
     "getJoinWebUrl": "VirtualAppointment.ReadWrite.All",
     "sendSms": "VirtualAppointmentNotification.Send",
 }
+
+
+ORGANIZER_NOT_FOUND = (
+    "The organizer was not found in this tenant, or is not enabled for Teams (check organizer "
+    "and the user's Teams license)."
+)
+# Graph's older missing-policy text: "App <id> is not authorized to Create meeting on behalf of
+# user <id>" (code Unauthorized), with no words "access policy" in it.
+_LEGACY_POLICY_TEXT = re.compile(r"not authorized to .+ on behalf of user", re.IGNORECASE)
+# Meeting calls are the ones a Teams application access policy governs.
+_POLICY_OPERATIONS = frozenset(
+    {"createOrGet", "updateMeeting", "deleteMeeting", "getJoinWebUrl", "sendSms"}
+)
+
+
+def _forbidden(operation: str, graph_message: str) -> PermanentGraphError:
+    """Tell a missing access policy from a missing app role; name both when Graph does not.
+
+    Graph words a missing policy two ways (with "access policy", or the older "not authorized
+    to ... on behalf of user"); a missing role says "permission" or "role". A bare 403 on a
+    meeting call could be either, so the message names both remedies.
+    """
+    text = graph_message.lower()
+    if "access policy" in text or _LEGACY_POLICY_TEXT.search(graph_message):
+        return PermanentGraphError("accessPolicyMissing", ACCESS_POLICY_HINT, 403)
+    role = ROLES.get(operation, "the required Microsoft Graph application permission")
+    message = (
+        f"Microsoft Graph refused {operation}: the app's identity lacks the application "
+        f"permission {role} (see docs/deploy.md), then replay the appointment."
+    )
+    told_apart = any(word in text for word in ("permission", "role", "privileges"))
+    if operation in _POLICY_OPERATIONS and not told_apart:
+        message = (
+            f"Microsoft Graph refused {operation} (403) without saying why: either the app's "
+            f"identity lacks the application permission {role} (see docs/deploy.md), or the "
+            "organizer has no Teams application access policy for this app (grant one with "
+            "scripts/grant-access-policy.ps1; it can take up to 30 minutes). Fix the cause, "
+            "then replay the appointment."
+        )
+    return PermanentGraphError("appRoleMissing", message, 403)
 
 
 def classify(operation: str, error: BaseException) -> GraphError:
@@ -184,23 +226,29 @@ def classify(operation: str, error: BaseException) -> GraphError:
         retry_after = _retry_after(error.response_headers)
         return TransientGraphError(f"{operation}: {status}", retry_after, status)
     if status == 403:
-        if "access policy" in graph_message.lower():
-            return PermanentGraphError("accessPolicyMissing", ACCESS_POLICY_HINT, status)
-        role = ROLES.get(operation, "the required Microsoft Graph application permission")
-        message = (
-            f"Microsoft Graph refused {operation}: the app's identity lacks the application "
-            f"permission {role} (see docs/deploy.md), then replay the appointment."
-        )
-        return PermanentGraphError("appRoleMissing", message, status)
+        return _forbidden(operation, graph_message)
     if status == 404 and operation in ("getUser", "createOrGet"):
-        message = "The organizer is not a user in this tenant (check organizer)."
-        return PermanentGraphError("organizerNotFound", message, status)
+        return PermanentGraphError("organizerNotFound", ORGANIZER_NOT_FOUND, status)
     if status == 404:
         return PermanentGraphError("meetingNotFound", f"{operation}: the meeting is gone", status)
     if status == 401:
         return TransientGraphError(f"{operation}: unauthorized", status=status)
     message = f"Microsoft Graph refused {operation}: {graph_message or status}"
     return PermanentGraphError("invalidRequest", message[:500], status)
+
+
+def _untyped(body: Any) -> Any:
+    """A PATCH body without `@odata.type`, and without `"odata_type": null` either.
+
+    The SDK's OnlineMeeting serializes `"@odata.type": "#microsoft.graph.onlineMeeting"` by
+    default, and Graph has answered such PATCH bodies with 400 InvalidArgument "One or more
+    properties do not support updating", which would fail every reschedule for good. Passing
+    `odata_type=None` is no cure: the model's backing store records the change to null and the
+    request adapter then writes the Python name, `"odata_type": null`, an unknown property.
+    So the attribute is cleared past the backing store, which never learns of it.
+    """
+    object.__setattr__(body, "odata_type", None)
+    return body
 
 
 class GraphGateway:
@@ -211,6 +259,11 @@ class GraphGateway:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: Any = None
+
+    @property
+    def global_features(self) -> bool:
+        """Whether this Graph has the global-cloud-only calls (browser link, SMS)."""
+        return self._settings.graph_is_global_cloud
 
     # -- plumbing -------------------------------------------------------------------------
 
@@ -282,7 +335,7 @@ class GraphGateway:
         config = RequestConfiguration(query_parameters=query)
         user = self._run("getUser", lambda c: c.users.by_user_id(user_principal_name).get(config))
         if user is None or not user.id:
-            raise PermanentGraphError("organizerNotFound", "The organizer was not found.")
+            raise PermanentGraphError("organizerNotFound", ORGANIZER_NOT_FOUND)
         return str(user.id)
 
     def create_or_get_meeting(
@@ -320,9 +373,11 @@ class GraphGateway:
         from msgraph.generated.models.lobby_bypass_settings import LobbyBypassSettings
         from msgraph.generated.models.online_meeting import OnlineMeeting
 
-        body = OnlineMeeting(
-            lobby_bypass_settings=LobbyBypassSettings(
-                scope=LobbyBypassScope.Organizer, is_dial_in_bypass_enabled=False
+        body = _untyped(
+            OnlineMeeting(
+                lobby_bypass_settings=LobbyBypassSettings(
+                    scope=LobbyBypassScope.Organizer, is_dial_in_bypass_enabled=False
+                )
             )
         )
         self._run(
@@ -341,7 +396,7 @@ class GraphGateway:
         """PATCH the meeting; a time change always sends start and end together."""
         from msgraph.generated.models.online_meeting import OnlineMeeting
 
-        body = OnlineMeeting(start_date_time=start, end_date_time=end, subject=subject)
+        body = _untyped(OnlineMeeting(start_date_time=start, end_date_time=end, subject=subject))
         self._run(
             "updateMeeting",
             lambda c: self._meetings(c, user_id).by_online_meeting_id(meeting_id).patch(body),

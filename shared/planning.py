@@ -20,11 +20,20 @@ from typing import Literal
 from tzlocal.windows_tz import tz_win
 
 from shared.documents import AppointmentDocument, version_key
+from shared.phones import is_us_number
 from shared.records import AppliedState, ErrorInfo, Intent
 
 SmsKind = Literal["confirmation", "reschedule", "cancellation"]
 CURRENT = "current"
 NEW = "new"
+# Outside Microsoft's global cloud (national clouds) Graph has neither call: say so, once.
+NO_BROWSER_LINK_WARNING = (
+    "appointmentClientJoinWebUrl is not available: the browser join link exists only in "
+    "Microsoft's global cloud; clients use joinWebUrl"
+)
+NO_SMS_WARNING = (
+    "SMS not sent: Microsoft Graph's virtual appointment SMS exists in the global cloud only"
+)
 
 
 @dataclass(frozen=True)
@@ -154,15 +163,33 @@ def _sms(
         number = client.sms_capable_phone_number
         if number is None:
             continue
-        if number.startswith("+1") and len(number) == 12:
+        if is_us_number(number):  # +1 alone also covers Canada and the Caribbean
             attendees.append(Attendee(number, zone))
         else:
             warnings.append(
-                f"appointmentClients/{index}: SMS not sent; Microsoft Graph texts US numbers only"
+                f"appointmentClients/{index}: SMS not sent; Microsoft Graph texts United States "
+                "numbers only"
             )
     if not attendees:
         return [], warnings
     return [SendSms(slot, kind, tuple(attendees))], warnings
+
+
+def _without_global_only(
+    ops: list[Operation], warnings: list[str], document: AppointmentDocument
+) -> tuple[list[Operation], list[str]]:
+    """Drop the global-cloud-only calls; one warning for each feature the document asked for.
+
+    Per-number SMS warnings go too: no number gets a text in such a cloud, whatever it is.
+    """
+    kept: list[Operation] = [op for op in ops if not isinstance(op, FetchClientJoinUrl | SendSms)]
+    notes = [w for w in warnings if "SMS" not in w]
+    if document.settings.allow_client_to_join_using_browser and not document.is_cancelled:
+        notes.append(NO_BROWSER_LINK_WARNING)
+    numbers = [c for c in document.appointment_clients if c.sms_capable_phone_number]
+    if document.settings.send_sms_notifications and numbers:
+        notes.append(NO_SMS_WARNING)
+    return kept, notes
 
 
 def _with_last_clients(
@@ -225,10 +252,19 @@ def cleanup(document: AppointmentDocument, state: AppliedState) -> Plan:
     return Plan(document, (*recover, *discard), generation, strays=tuple(strays), cleanup=True)
 
 
-def plan(document: AppointmentDocument, state: AppliedState, organizer_id: str | None) -> Plan:
+def plan(
+    document: AppointmentDocument,
+    state: AppliedState,
+    organizer_id: str | None,
+    *,
+    global_features: bool = True,
+) -> Plan:
     """The fewest operations that make Graph match `document` (callers check `is_settled`).
 
     `organizer_id` is the document's organizer resolved to an object id (None if cancelled).
+    `global_features` is False outside Microsoft's global cloud, where Graph has neither the
+    browser join link nor SMS: those operations are left out with a warning on the record
+    rather than failing the appointment on a call that cannot exist there.
     """
     has_current = state.meeting_id is not None
     wanted_organizer = None
@@ -299,6 +335,8 @@ def plan(document: AppointmentDocument, state: AppliedState, organizer_id: str |
         for op in ops
         if not (isinstance(op, SendSms) and sms_marker(op.kind, document) == state.notified)
     ]
+    if not global_features:
+        ops, warnings = _without_global_only(ops, warnings, document)
     return Plan(
         document, (*recover, *ops, *discard), generation, intent, tuple(warnings), tuple(strays)
     )

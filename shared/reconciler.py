@@ -229,7 +229,9 @@ class Reconciler:
         except TransientGraphError as error:
             return self._transient(attempt, error)
 
-        the_plan = plan(document, state, organizer_id)
+        the_plan = plan(
+            document, state, organizer_id, global_features=self._graph().global_features
+        )
         if not the_plan.operations:
             done = settle(state, the_plan, Outcome())
             return Result.APPLIED if self._commit(external_id, done, attempt.etag) else None

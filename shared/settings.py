@@ -6,6 +6,7 @@ semantics the host applies come from host.json, the single place they are declar
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import os
@@ -13,12 +14,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 QUEUE_NAME = "appointment-events"
 POISON_QUEUE_NAME = f"{QUEUE_NAME}-poison"
 TABLE_NAME = "appointments"
 STORAGE_SETTING = "AzureWebJobsStorage"
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
+GLOBAL_GRAPH_HOST = "graph.microsoft.com"
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
 
 
@@ -67,6 +70,22 @@ class Settings:
         """The token scope for Graph: the base URL's origin + `/.default`."""
         scheme, _, rest = self.graph_base_url.partition("://")
         return f"{scheme}://{rest.split('/', 1)[0]}/.default"
+
+    @property
+    def graph_is_global_cloud(self) -> bool:
+        """True for Microsoft's global cloud, where the browser join link and SMS exist.
+
+        National clouds (graph.microsoft.us, dod-graph.microsoft.us,
+        microsoftgraph.chinacloudapi.cn, ...) lack those calls. A loopback host is the local
+        Graph emulator, which stands in for the global cloud, so it counts as global.
+        """
+        host = (urlsplit(self.graph_base_url).hostname or "").lower()
+        if host in (GLOBAL_GRAPH_HOST, "localhost"):
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:

@@ -38,11 +38,12 @@ resource virtualAppointment 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
   appRoleId: filter(graphSp.appRoles, role => role.value == 'VirtualAppointment.ReadWrite.All')[0].id
 }
 
-// Resolving an organizer's user principal name to the object id.
+// Resolving an organizer's user principal name to the object id (GET /users/{upn}?$select=id):
+// the basic profile is enough, so not User.Read.All (least privilege).
 resource userRead 'Microsoft.Graph/appRoleAssignedTo@v1.0' = {
   principalId: principalId
   resourceId: graphSp.id
-  appRoleId: filter(graphSp.appRoles, role => role.value == 'User.Read.All')[0].id
+  appRoleId: filter(graphSp.appRoles, role => role.value == 'User.ReadBasic.All')[0].id
 }
 
 // sendVirtualAppointmentSms and the reminder SMS; only with Teams Premium, so opt-in.
@@ -56,6 +57,6 @@ output graphServicePrincipalId string = graphSp.id
 var baseRoles = [
   'OnlineMeetings.ReadWrite.All'
   'VirtualAppointment.ReadWrite.All'
-  'User.Read.All'
+  'User.ReadBasic.All'
 ]
 output grantedAppRoles array = concat(baseRoles, enableSms ? ['VirtualAppointmentNotification.Send'] : [])

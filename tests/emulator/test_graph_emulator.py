@@ -299,9 +299,9 @@ def test_get_user_by_id_and_upn(api: httpx.Client) -> None:
 def test_get_user_errors(emulator: GraphEmulator, api: httpx.Client) -> None:
     assert_graph_error(api.get("/users/nobody@contoso.com"), 404, "Request_ResourceNotFound")
     assert_graph_error(api.get(f"/users/{ALEX}", params={"$select": "id,shoeSize"}), 400)
-    emulator.granted_roles.discard("User.Read.All")
+    emulator.granted_roles.discard("User.ReadBasic.All")
     message = assert_graph_error(api.get(f"/users/{ALEX}"), 403, "Forbidden")
-    assert "User.Read.All" in message
+    assert "User.ReadBasic.All" in message
 
 
 # --------------------------------------------------------------------------- createOrGet
@@ -426,7 +426,7 @@ def test_online_meetings_paths_need_object_ids_and_policy(
 
 
 def test_missing_online_meetings_role_is_403(emulator: GraphEmulator, api: httpx.Client) -> None:
-    emulator.granted_roles = {"User.Read.All"}
+    emulator.granted_roles = {"User.ReadBasic.All"}
     message = assert_graph_error(create(api), 403, "Forbidden")
     assert "OnlineMeetings.ReadWrite.All" in message
 
@@ -448,11 +448,14 @@ def test_patch_updates_times_subject_and_lobby(emulator: GraphEmulator, api: htt
     response = api.patch(
         f"{meetings_path()}/{meeting_id}",
         json={
-            "@odata.type": "#microsoft.graph.onlineMeeting",
             "startDateTime": "2026-12-02T10:00:00-05:00",
             "endDateTime": "2026-12-02T10:45:00-05:00",
             "subject": "Moved",
-            "lobbyBypassSettings": {"scope": "organizer", "isDialInBypassEnabled": False},
+            "lobbyBypassSettings": {
+                "@odata.type": "#microsoft.graph.lobbyBypassSettings",  # nested: still legal
+                "scope": "organizer",
+                "isDialInBypassEnabled": False,
+            },
             "allowedPresenters": "organizer",
             "isEntryExitAnnounced": False,
             "allowMeetingChat": "disabled",
@@ -492,6 +495,7 @@ def test_patch_updates_times_subject_and_lobby(emulator: GraphEmulator, api: htt
         ({"lobbyBypassSettings": {"scope": "organizationExcludingGuests"}}, "Prefer"),
         ({"allowedPresenters": "everybody"}, "allowedPresenters"),
         ({"isEntryExitAnnounced": "no"}, "boolean"),
+        ({"anonymizeIdentityForRoles": ["attendee"]}, "not a valid parameter"),  # beta only
         (
             {"participants": {"organizer": {"identity": {"user": {"id": MEGAN}}}}},
             "organizer",
@@ -613,6 +617,49 @@ def test_send_sms_and_reminder(emulator: GraphEmulator, api: httpx.Client) -> No
     assert confirmation.phone_numbers == ["+12065550100"]
     assert confirmation.time_zones == ["Pacific Standard Time"]
     assert (reminded.message_type, reminded.remind_before) == ("reminder", "mins15")
+    # Immediate messages are due on acceptance; Graph schedules a reminder before the start.
+    assert confirmation.due_date_time == confirmation.sent
+    assert reminded.due_date_time == dt.datetime(2026, 12, 1, 8, 45, tzinfo=dt.UTC)
+    [_, state_reminder] = emulator.state()["sms"]
+    assert state_reminder["due_date_time"] == reminded.due_date_time
+
+
+def test_patch_refuses_a_top_level_odata_type(emulator: GraphEmulator, api: httpx.Client) -> None:
+    meeting_id = created_id(api)
+    before = emulator.meetings()
+    response = api.patch(
+        f"{meetings_path()}/{meeting_id}",
+        json={"@odata.type": "#microsoft.graph.onlineMeeting", "subject": "Moved"},
+    )
+    message = assert_graph_error(response, 400, "InvalidArgument")
+    assert message == "One or more properties do not support updating"
+    assert set(response.json()["error"]["innerError"]) >= {"date", "request-id"}
+    assert emulator.meetings() == before
+    # Property annotations and annotations elsewhere (createOrGet) stay legal.
+    ok = api.patch(
+        f"{meetings_path()}/{meeting_id}",
+        json={"subject@odata.type": "#Edm.String", "subject": "Moved"},
+    )
+    assert ok.status_code == 200, ok.text
+
+
+def test_user_read_basic_is_enough_for_the_upn_lookup(
+    emulator: GraphEmulator, api: httpx.Client
+) -> None:
+    assert "User.Read.All" not in DEFAULT_GRANTED_ROLES
+    emulator.granted_roles = {"User.ReadBasic.All"}
+    response = api.get(f"/users/{ALEX_UPN}", params={"$select": "id"})
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == ALEX
+
+
+def test_legacy_policy_error_text(emulator: GraphEmulator, api: httpx.Client) -> None:
+    emulator.legacy_policy_error = True
+    message = assert_graph_error(create(api, user=NO_POLICY), 403, "Unauthorized")
+    assert message.endswith(f"is not authorized to Create meeting on behalf of user {NO_POLICY}")
+    assert "access policy" not in message.lower()
+    emulator.reset()
+    assert emulator.legacy_policy_error is False
 
 
 @pytest.mark.parametrize(
@@ -797,6 +844,10 @@ def test_admin_api(emulator: GraphEmulator, api: httpx.Client) -> None:
     assert config.json()["granted_roles"] == ["User.Read.All"]
     assert_graph_error(create(api, "ext-2"), 403, "Forbidden")
     assert admin.put("/config", json={"latency": -1}).status_code == 400
+    legacy = admin.put("/config", json={"legacy_policy_error": True})
+    assert legacy.json()["legacy_policy_error"] is True
+    assert emulator.legacy_policy_error is True
+    assert admin.put("/config", json={"legacy_policy_error": "yes"}).status_code == 400
 
     assert admin.post("/reset").status_code == 204
     after = admin.get("/state").json()
@@ -870,16 +921,28 @@ def test_msgraph_sdk_round_trip(emulator: GraphEmulator, monkeypatch: pytest.Mon
         assert link.value
         assert link.value.startswith("https://visit.teams.microsoft.com/")
 
-        patched = await item.patch(
-            OnlineMeeting(
-                start_date_time=dt.datetime(2026, 12, 1, 11, 0, tzinfo=utc),
-                end_date_time=dt.datetime(2026, 12, 1, 11, 30, tzinfo=utc),
-                subject="SDK moved",
-                lobby_bypass_settings=LobbyBypassSettings(
-                    scope=LobbyBypassScope.Organizer, is_dial_in_bypass_enabled=False
-                ),
-            )
+        # The SDK's model carries @odata.type by default, which Graph refuses on this PATCH.
+        with pytest.raises(ODataError) as typed:
+            await item.patch(OnlineMeeting(subject="typed"))
+        assert typed.value.response_status_code == 400
+        assert typed.value.error is not None
+        assert typed.value.error.code == "InvalidArgument"
+        # odata_type=None is no cure: the backing store sends it as `"odata_type": null`.
+        with pytest.raises(ODataError) as nulled:
+            await item.patch(OnlineMeeting(odata_type=None, subject="typed"))
+        assert nulled.value.response_status_code == 400
+        assert "odata_type" in str(nulled.value.error.message if nulled.value.error else "")
+
+        body = OnlineMeeting(
+            start_date_time=dt.datetime(2026, 12, 1, 11, 0, tzinfo=utc),
+            end_date_time=dt.datetime(2026, 12, 1, 11, 30, tzinfo=utc),
+            subject="SDK moved",
+            lobby_bypass_settings=LobbyBypassSettings(
+                scope=LobbyBypassScope.Organizer, is_dial_in_bypass_enabled=False
+            ),
         )
+        object.__setattr__(body, "odata_type", None)  # as shared.graph does: past the store
+        patched = await item.patch(body)
         assert patched is not None
         assert patched.subject == "SDK moved"
         assert patched.end_date_time == dt.datetime(2026, 12, 1, 11, 30, tzinfo=utc)
@@ -926,7 +989,8 @@ def test_msgraph_sdk_round_trip(emulator: GraphEmulator, monkeypatch: pytest.Mon
     assert counts["token"] == 1
     assert counts["createOrGet"] == 2
     assert counts["getMeeting"] == 3  # one 503 retried by the SDK, one success, one 404
-    assert counts["updateMeeting"] == counts["deleteMeeting"] == counts["getJoinWebUrl"] == 1
+    assert counts["updateMeeting"] == 3  # two refused bodies, then the accepted one
+    assert counts["deleteMeeting"] == counts["getJoinWebUrl"] == 1
     (meeting,) = emulator.meetings(include_deleted=True)
     assert meeting.deleted
     (sms,) = emulator.sms_sent()
@@ -972,3 +1036,38 @@ def test_cli_prints_environment_and_stops_on_sigterm() -> None:
         for stream in (process.stdout, process.stderr):
             if stream is not None:
                 stream.close()
+
+
+# --------------------------------------------------------------------------- the app's gateway
+
+
+def test_gateway_patches_without_odata_type_and_reads_the_legacy_policy_error(
+    emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The production GraphGateway's PATCH bodies pass the emulator's @odata.type refusal."""
+    from shared.graph import GraphGateway, PermanentGraphError
+    from shared.settings import Settings
+
+    for name, value in emulator.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("IDENTITY_SERVER_THUMBPRINT", raising=False)
+    gateway = GraphGateway(Settings(graph_base_url=emulator.graph_base_url))
+    assert gateway.global_features  # loopback stands in for the global cloud
+    utc = dt.UTC
+    start, end = (
+        dt.datetime(2026, 12, 1, 9, 0, tzinfo=utc),
+        dt.datetime(2026, 12, 1, 9, 30, tzinfo=utc),
+    )
+    meeting = gateway.create_or_get_meeting(ALEX, "gw-1", start, end, "Visit")
+    moved = start + dt.timedelta(days=1)
+    gateway.update_meeting(ALEX, meeting.id, moved, moved + dt.timedelta(minutes=30), "Moved")
+    gateway.restrict_lobby(ALEX, meeting.id)
+    [stored] = emulator.meetings()
+    assert (stored.start, stored.subject) == ("2026-12-02T09:00:00Z", "Moved")
+    assert stored.lobby_bypass_scope == "organizer"
+    assert all(c.status == 200 for c in emulator.calls() if c.operation == "updateMeeting")
+
+    emulator.legacy_policy_error = True
+    with pytest.raises(PermanentGraphError) as refused:
+        gateway.create_or_get_meeting(NO_POLICY, "gw-2", start, end, "Visit")
+    assert refused.value.code == "accessPolicyMissing"

@@ -59,7 +59,7 @@ BROAD_ROLES = {
 GRAPH_ROLES = {
     "VirtualAppointment.ReadWrite.All",
     "OnlineMeetings.ReadWrite.All",
-    "User.Read.All",
+    "User.ReadBasic.All",
 }
 SMS_ROLE = "VirtualAppointmentNotification.Send"
 
@@ -414,6 +414,8 @@ def test_graph_service_principal_is_looked_up_by_app_id() -> None:
 def test_graph_app_roles_are_granted_by_value() -> None:
     granted = {_role_value(a) for a in _graph_assignments().values()}
     assert granted == GRAPH_ROLES | {SMS_ROLE}
+    # The UPN lookup reads only the id: the basic profile role, never the full directory one.
+    assert "User.Read.All" not in granted
     for name, assignment in _graph_assignments().items():
         cfg = body(assignment)
         assert assignment["api_version"] == "v1.0", name

@@ -148,7 +148,14 @@ def test_time_change_is_one_patch_plus_reschedule_sms(emulator: GraphEmulator) -
     [meeting] = live(emulator)
     assert (meeting.start, meeting.end) == ("2026-12-01T16:00:00Z", "2026-12-01T16:45:00Z")
     assert [s.message_type for s in emulator.sms_sent()] == ["confirmation", "reschedule"]
-    assert record(external_id)["startDateTime"] == "2026-12-01T11:00:00-05:00"
+    state = record(external_id)
+    assert state["startDateTime"] == "2026-12-01T11:00:00-05:00"
+    # The emulator refuses a PATCH body with @odata.type, as Graph does: the reschedule went
+    # through, so the app's body has none.
+    assert state["status"] == "scheduled"
+    assert "error" not in state
+    [patch] = [c for c in emulator.calls() if c.operation == "updateMeeting"]
+    assert patch.status == 200
 
 
 def test_subject_change_is_one_patch_and_no_sms(emulator: GraphEmulator) -> None:
@@ -293,13 +300,15 @@ def test_sms_off_sends_nothing_and_non_us_numbers_are_skipped_with_a_warning(
     clients = [
         {"displayName": "A", "smsCapablePhoneNumber": "+442071838750"},
         {"displayName": "B", "smsCapablePhoneNumber": "+13125550199"},
+        {"displayName": "C", "smsCapablePhoneNumber": "+14165550123"},  # Toronto: +1, not US
     ]
     deliver(doc(mixed, 0, appointmentClients=clients, settings={"sendSmsNotifications": True}))
     assert emulator.sms_sent()[-1].phone_numbers == ["+13125550199"]
     state = record(mixed)
     assert state["status"] == "scheduled"
     assert state["warnings"] == [
-        "appointmentClients/0: SMS not sent; Microsoft Graph texts US numbers only"
+        "appointmentClients/0: SMS not sent; Microsoft Graph texts United States numbers only",
+        "appointmentClients/2: SMS not sent; Microsoft Graph texts United States numbers only",
     ]
 
 
@@ -365,6 +374,17 @@ def test_missing_app_role_fails_but_keeps_the_created_meeting(emulator: GraphEmu
     assert state["status"] == "scheduled"
     assert live(emulator) == [m for m in live(emulator) if m.id == meeting.id]
     assert state["appointmentClientJoinWebUrl"]
+
+
+def test_the_older_missing_policy_text_is_reported_as_the_access_policy(
+    emulator: GraphEmulator,
+) -> None:
+    emulator.legacy_policy_error = True  # "App <id> is not authorized to Create meeting ..."
+    external_id = new_id()
+    deliver(doc(external_id, 0, organizer=NO_POLICY))
+    state = record(external_id)
+    assert state["status"] == "failed"
+    assert state["error"]["code"] == "accessPolicyMissing"
 
 
 def test_replay_after_granting_the_access_policy(emulator: GraphEmulator) -> None:

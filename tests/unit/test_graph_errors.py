@@ -51,3 +51,57 @@ def test_permanent_refusals_carry_a_code_a_user_can_act_on(
     assert isinstance(error, PermanentGraphError)
     assert error.code == code
     assert error.message
+
+
+def refused(status: int, operation: str, code: str, message: str) -> PermanentGraphError:
+    """classify() on the SDK's own ODataError, as msgraph-sdk raises it for a Graph error body."""
+    from msgraph.generated.models.o_data_errors.main_error import MainError
+    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+    error = ODataError(error=MainError(code=code, message=message))
+    error.response_status_code = status
+    error.response_headers = {}
+    mapped = classify(operation, error)
+    assert isinstance(mapped, PermanentGraphError)
+    return mapped
+
+
+def test_older_missing_policy_text_is_the_access_policy() -> None:
+    app, user = "5e29463d-71da-4fe0-8e69-999b57db23b0", "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e03"
+    message = f"App {app} is not authorized to Create meeting on behalf of user {user}"
+    error = refused(403, "createOrGet", "Unauthorized", message)
+    assert error.code == "accessPolicyMissing"
+    assert "access policy" in error.message
+
+
+def test_current_missing_policy_text_is_the_access_policy() -> None:
+    message = "No Application Access Policy found for this app."
+    assert refused(403, "createOrGet", "Forbidden", message).code == "accessPolicyMissing"
+
+
+def test_a_named_missing_permission_is_the_app_role() -> None:
+    message = "Missing application permission OnlineMeetings.ReadWrite.All"
+    error = refused(403, "createOrGet", "Forbidden", message)
+    assert error.code == "appRoleMissing"
+    assert "OnlineMeetings.ReadWrite.All" in error.message
+    assert "access policy" not in error.message
+
+
+def test_a_403_that_cannot_be_told_apart_names_both_causes() -> None:
+    error = refused(403, "updateMeeting", "Forbidden", "Forbidden")
+    assert error.code == "appRoleMissing"
+    assert "OnlineMeetings.ReadWrite.All" in error.message
+    assert "Teams application access policy" in error.message
+
+
+def test_the_upn_lookup_needs_only_user_read_basic() -> None:
+    error = refused(403, "getUser", "Authorization_RequestDenied", "Insufficient privileges")
+    assert "User.ReadBasic.All" in error.message
+    assert "access policy" not in error.message  # no policy governs directory reads
+
+
+def test_organizer_not_found_does_not_claim_the_user_is_missing() -> None:
+    error = refused(404, "createOrGet", "NotFound", "not found")
+    assert error.code == "organizerNotFound"
+    assert "not found" in error.message
+    assert "not enabled for Teams" in error.message

@@ -14,6 +14,8 @@ from shared.documents import version_key
 from shared.planning import (
     CURRENT,
     NEW,
+    NO_BROWSER_LINK_WARNING,
+    NO_SMS_WARNING,
     CreateOrGetMeeting,
     DeleteMeeting,
     FetchClientJoinUrl,
@@ -256,3 +258,67 @@ def test_delete_operations_name_their_slots() -> None:
     assert deletes == [CURRENT, "stray:0"]
     assert creates == ["stray:0"]
     assert not [op for op in the_plan.operations if isinstance(op, FetchClientJoinUrl)]
+
+
+# --- who Graph can text, and where ------------------------------------------------------------
+
+
+def test_only_united_states_numbers_get_an_sms() -> None:
+    clients = [
+        {"displayName": "US", "smsCapablePhoneNumber": "+13125550123"},
+        {"displayName": "Toronto", "smsCapablePhoneNumber": "+14165550123"},
+        {"displayName": "Jamaica", "smsCapablePhoneNumber": "+18765550123"},
+        {"displayName": "London", "smsCapablePhoneNumber": "+442071838750"},
+    ]
+    document = valid(doc(appointmentClients=clients, settings=SMS_ON))
+    the_plan = plan(document, AppliedState(), ORGANIZER_GUID)
+    [sms] = [op for op in the_plan.operations if isinstance(op, SendSms)]
+    assert [a.phone_number for a in sms.attendees] == ["+13125550123"]
+    skipped = [w for w in the_plan.warnings if "United States numbers only" in w]
+    assert [w.split(":")[0] for w in skipped] == [
+        "appointmentClients/1",
+        "appointmentClients/2",
+        "appointmentClients/3",
+    ]
+    assert not any("+1" in w or "+44" in w for w in the_plan.warnings)  # no number on record
+
+
+def test_outside_the_global_cloud_no_browser_link_and_no_sms_but_a_warning() -> None:
+    document = valid(doc(appointmentClients=CLIENT, settings=SMS_ON))
+    the_plan = plan(document, AppliedState(), ORGANIZER_GUID, global_features=False)
+    assert kinds(the_plan.operations) == ["CreateOrGetMeeting:new"]
+    assert the_plan.warnings == (NO_BROWSER_LINK_WARNING, NO_SMS_WARNING)
+    done = settle(AppliedState(), the_plan, Outcome())
+    assert done.warnings == (NO_BROWSER_LINK_WARNING, NO_SMS_WARNING)
+
+
+def test_outside_the_global_cloud_a_reschedule_is_the_patch_alone() -> None:
+    state = replace(applied(settings=SMS_ON), client_join_web_url=None)
+    document = valid(
+        later(
+            startDateTime="2026-12-01T10:00:00Z",
+            endDateTime="2026-12-01T10:30:00Z",
+            settings=SMS_ON,
+        )
+    )
+    the_plan = plan(document, state, ORGANIZER_GUID, global_features=False)
+    assert kinds(the_plan.operations) == ["UpdateMeeting:current"]
+    assert NO_SMS_WARNING in the_plan.warnings
+
+
+def test_outside_the_global_cloud_only_asked_for_features_are_warned_about() -> None:
+    document = valid(doc(settings={"allowClientToJoinUsingBrowser": False}))
+    the_plan = plan(document, AppliedState(), ORGANIZER_GUID, global_features=False)
+    assert kinds(the_plan.operations) == ["CreateOrGetMeeting:new"]
+    assert the_plan.warnings == ()
+    state = applied(settings=SMS_ON)
+    cancel = plan(valid(cancelled()), state, None, global_features=False)
+    assert kinds(cancel.operations) == ["DeleteMeeting:current"]
+    assert cancel.warnings == (NO_SMS_WARNING,)
+
+
+def test_the_global_cloud_is_the_default() -> None:
+    document = valid(doc(appointmentClients=CLIENT, settings=SMS_ON))
+    assert plan(document, AppliedState(), ORGANIZER_GUID) == plan(
+        document, AppliedState(), ORGANIZER_GUID, global_features=True
+    )

@@ -303,3 +303,27 @@ def test_a_retry_window_that_is_not_a_positive_number_is_a_settings_error(raw: s
     with pytest.raises(SettingsError) as caught:
         Settings.from_environ({"RETRY_WINDOW_MINUTES": raw})
     assert caught.value.setting == "RETRY_WINDOW_MINUTES"
+
+
+@pytest.mark.parametrize(
+    ("base_url", "is_global"),
+    [
+        ("https://graph.microsoft.com/v1.0", True),
+        ("https://GRAPH.microsoft.com/v1.0/", True),
+        ("http://127.0.0.1:8081/v1.0", True),  # the local emulator stands in for it
+        ("http://localhost:8081/v1.0", True),
+        ("http://[::1]:8081/v1.0", True),
+        ("https://graph.microsoft.us/v1.0", False),
+        ("https://dod-graph.microsoft.us/v1.0", False),
+        ("https://microsoftgraph.chinacloudapi.cn/v1.0", False),
+        ("https://graph.microsoft.com.evil.example/v1.0", False),
+        ("http://10.0.0.5:8081/v1.0", False),
+    ],
+)
+def test_graph_is_global_cloud(base_url: str, is_global: bool) -> None:
+    settings = Settings.from_environ({"GRAPH_BASE_URL": base_url})
+    assert settings.graph_is_global_cloud is is_global
+
+
+def test_the_default_graph_is_the_global_cloud() -> None:
+    assert Settings.from_environ({}).graph_is_global_cloud
