@@ -149,13 +149,10 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     GRAPH_BASE_URL: graphBaseUrl
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
-    // The functions are synchronous, so every invocation holds one thread of the Python worker's
-    // pool, which is min(32, CPUs + 4) threads by default: 5 or 6 on a small instance, far
-    // fewer than the queue trigger keeps in flight. host.json's queue trigger runs up to
-    // batchSize + newBatchThreshold = 16 + 8 = 24 messages at once (it fetches 16 and fetches
-    // again when 8 are left); 8 more threads keep the webhook and health endpoints from
-    // queueing behind 24 slow reconciliations. 32 = 24 + 8; tests/infra/test_bicep.py derives
-    // the 24 from host.json, and docs/performance.md measures the difference.
+    // Sync functions hold one worker thread per invocation; the default pool is CPUs + 4 (5 or 6
+    // on a small instance). The queue trigger keeps batchSize + newBatchThreshold = 24 messages
+    // in flight (host.json), plus 8 threads for the HTTP functions: 32. A test in tests/infra
+    // derives the 24 from host.json (checkov's parser fails on comment blocks of 5+ lines here).
     PYTHON_THREADPOOL_THREAD_COUNT: '32'
   }
 }
