@@ -27,6 +27,12 @@ from pydantic import (
 
 MAX_DURATION = timedelta(hours=24)
 MAX_CLIENTS = 20
+MAX_WARNINGS = 20
+MAX_IDENTIFIER = 256  # a source's organizer identifier
+# Set by the app for documents built from a named source's delivery, never by a sender: the
+# native route drops them from what it receives (shared/sources/native.py).
+SOURCE_FIELDS = ("source", "sourceAppointmentId", "warnings")
+_SOURCE_NAME = re.compile(r"[a-z0-9]{1,32}", re.ASCII)
 DEFAULT_SUBJECT = "Virtual appointment"
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -154,6 +160,9 @@ class AppointmentDocument(BaseModel):
     ]
     last_modified_date_time: Annotated[StrictStr, Field(alias="lastModifiedDateTime")]
     status: Literal["scheduled", "cancelled"] = "scheduled"
+    # The configured source this document came from; None for the native document. Before
+    # `organizer`, whose rule depends on it.
+    source: Annotated[StrictStr | None, Field(pattern=_SOURCE_NAME.pattern)] = None
     organizer: Annotated[StrictStr | None, Field(validate_default=True)] = None
     start_date_time: Annotated[
         StrictStr | None, Field(alias="startDateTime", validate_default=True)
@@ -170,6 +179,12 @@ class AppointmentDocument(BaseModel):
         list[AppointmentClient], Field(alias="appointmentClients", max_length=MAX_CLIENTS)
     ] = []
     settings: AppointmentSettings = AppointmentSettings()
+    # Its source's id, and what its parsing had to leave out (e.g. a phone number it could
+    # not read) for the record's warnings.
+    source_appointment_id: Annotated[
+        StrictStr | None, Field(alias="sourceAppointmentId", min_length=1, max_length=200)
+    ] = None
+    warnings: Annotated[list[Text255], Field(max_length=MAX_WARNINGS)] = []
 
     @field_validator("external_appointment_id")
     @classmethod
@@ -195,6 +210,12 @@ class AppointmentDocument(BaseModel):
                 raise ValueError("is required when the appointment is scheduled")
             return None
         _no_control(value)
+        if info.data.get("source") is not None:
+            # The sender's own identifier (an HL7 personnel id, an e-mail): the organizer
+            # directory resolves it when the appointment is reconciled.
+            if not value.strip() or len(value) > MAX_IDENTIFIER:
+                raise ValueError(f"must be 1 to {MAX_IDENTIFIER} characters")
+            return value
         if not (_GUID.fullmatch(value) or _UPN.fullmatch(value)):
             raise ValueError("must be an Entra object id (GUID) or a user principal name")
         return value
