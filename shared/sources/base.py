@@ -223,8 +223,9 @@ class SourceKind(Protocol):
     def parse(self, headers: Mapping[str, str], body: bytes, config: SourceConfig) -> Parsed:
         """Read the delivery: raise UnsupportedMediaType, InvalidBody or Refused, or return it."""
 
-    def respond(self, outcome: Outcome, headers: Mapping[str, str]) -> Reply:
-        """The reply the sender expects for `outcome` (`headers`: the request's)."""
+    def respond(self, outcome: Outcome, headers: Mapping[str, str], *, now: float) -> Reply:
+        """The reply the sender expects for `outcome` (`headers`: the request's; `now`: unix
+        seconds, for a reply that carries its own time stamp, as an HL7 ACK does)."""
 
 
 # Characters the contract percent-encodes in a source's own id: they cannot travel in a route
