@@ -78,6 +78,23 @@ def parse_rfc3339(value: str) -> datetime:
     return moment
 
 
+def is_object_id(value: str) -> bool:
+    """An Entra object id (a GUID)."""
+    return _GUID.fullmatch(value) is not None
+
+
+def is_user_principal_name(value: str) -> bool:
+    return _UPN.fullmatch(value) is not None and not _CONTROL.search(value)
+
+
+def is_email(value: str) -> bool:
+    return _EMAIL.fullmatch(value) is not None and not _CONTROL.search(value)
+
+
+def has_control(value: str) -> bool:
+    return _CONTROL.search(value) is not None
+
+
 def version_key(moment: datetime) -> str:
     """A fixed-width UTC string that sorts like the instant it names (for table storage)."""
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -90,7 +107,7 @@ def _no_control(value: str) -> str:
 
 
 @cache
-def _iana_zones() -> frozenset[str]:
+def iana_zones() -> frozenset[str]:
     """The zone names this app takes, read once: a fixed list rather than `ZoneInfo(value)`,
     which also loads any file under the tz folders (`localtime`, `posix/...`), so what passed
     would depend on the machine."""
@@ -255,7 +272,7 @@ class AppointmentDocument(BaseModel):
     @field_validator("time_zone")
     @classmethod
     def _time_zone(cls, value: str | None) -> str | None:
-        if value is not None and value not in _iana_zones():
+        if value is not None and value not in iana_zones():
             raise ValueError("must be an IANA time zone name, e.g. America/New_York")
         return value
 

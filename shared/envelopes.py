@@ -7,18 +7,21 @@ errors carry no field paths; the envelope is small enough to declare with pydant
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NoReturn
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr, ValidationError, field_validator
 
 from shared.documents import (
+    SOURCE_FIELDS,
     AppointmentDocument,
     FieldError,
     field_errors,
     json_pointer,
     parse_document,
 )
+from shared.sources.base import InvalidBody, UnsupportedMediaType, media_type
 
 JSON = "application/json"
 CLOUDEVENT = "application/cloudevents+json"
@@ -27,17 +30,7 @@ SUPPORTED_MEDIA_TYPES = (JSON, CLOUDEVENT, CLOUDEVENT_BATCH)
 MAX_BATCH = 100
 
 
-class UnsupportedMediaType(Exception):
-    """The body is in a media type this endpoint does not take (415)."""
-
-
-class InvalidBody(Exception):
-    """The body is not acceptable (400); `errors` point into it."""
-
-    def __init__(self, detail: str, errors: list[FieldError]) -> None:
-        super().__init__(detail)
-        self.detail = detail
-        self.errors = errors
+__all__ = ["Entry", "InvalidBody", "UnsupportedMediaType", "parse_body"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,11 +80,6 @@ class CloudEvent(BaseModel):
         return value
 
 
-def media_type(content_type: str | None) -> str:
-    """The media type without parameters (charset and the like), lower-cased."""
-    return (content_type or "").split(";", 1)[0].strip().lower()
-
-
 def _no_constant(name: str) -> NoReturn:
     """Refuse NaN, Infinity and -Infinity: Python's json reads them, RFC 8259 has no such
     numbers, and other JSON parsers (the sender's, a log pipeline's) would choke on them."""
@@ -121,11 +109,23 @@ def _event_data(raw: object, prefix: tuple[int | str, ...]) -> tuple[object, str
     return event.data, event.id
 
 
-def parse_body(content_type: str | None, body: bytes) -> list[Entry]:
+def sender_fields(value: object) -> object:
+    """A document as a sender may write it: the fields only the app sets are dropped."""
+    if isinstance(value, dict) and any(name in value for name in SOURCE_FIELDS):
+        return {key: item for key, item in value.items() if key not in SOURCE_FIELDS}
+    return value
+
+
+def parse_body(
+    content_type: str | None,
+    body: bytes,
+    adapt: Callable[[object], object] = sender_fields,
+) -> list[Entry]:
     """Every document in the body, or an exception that says why none is taken.
 
     A batch is all-or-nothing: one bad event or document rejects the whole body, with every
-    error reported so the sender can fix them in one go.
+    error reported so the sender can fix them in one go. `adapt` turns each raw document
+    into the one validated (a named native source adds its name and id prefix).
     """
     kind = media_type(content_type)
     if kind not in SUPPORTED_MEDIA_TYPES:
@@ -153,7 +153,7 @@ def parse_body(content_type: str | None, body: bytes) -> list[Entry]:
         except InvalidBody as invalid:
             errors.extend(invalid.errors)
             continue
-        parsed = parse_document(data, data_prefix)
+        parsed = parse_document(adapt(data), data_prefix)
         if isinstance(parsed, list):
             errors.extend(parsed)
         else:

@@ -11,7 +11,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from shared.documents import AppointmentDocument, parse_document
+from shared import parts
+from shared.documents import AppointmentDocument, parse_document, parse_rfc3339
+from shared.sources.base import Part
 
 
 class MalformedMessage(ValueError):
@@ -26,6 +28,15 @@ class AppointmentEvent:
     deferrals: int = 0
     # Set by POST .../reconcile: try again a version that failed permanently before.
     replay: bool = False
+    # How the delivery was stored (shared/storage.py `save_delivery`), so the reconciler can
+    # store it again exactly: the sender's delivery id and own version, or the party's part.
+    delivery_id: str | None = None
+    source_version: str | None = None
+    part: Part | None = None
+
+    @property
+    def needs_stored_state(self) -> bool:
+        return self.delivery_id is not None or self.part is not None
 
     def to_message(self) -> str:
         body: dict[str, Any] = {
@@ -38,6 +49,12 @@ class AppointmentEvent:
             body["deferrals"] = self.deferrals
         if self.replay:
             body["replay"] = True
+        if self.delivery_id is not None:
+            body["deliveryId"] = self.delivery_id
+        if self.source_version is not None:
+            body["sourceVersion"] = self.source_version
+        if self.part is not None:
+            body["part"] = parts.to_json(self.part)
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
@@ -60,4 +77,23 @@ class AppointmentEvent:
             or not isinstance(replay, bool)
         ):
             raise MalformedMessage("correlationId, deferrals or replay has the wrong type")
-        return cls(parsed, correlation_id[:64], max(0, deferrals), replay)
+        delivery_id = body.get("deliveryId")
+        source_version = body.get("sourceVersion")
+        if not isinstance(delivery_id, str | None) or not isinstance(source_version, str | None):
+            raise MalformedMessage("deliveryId or sourceVersion has the wrong type")
+        try:
+            if source_version is not None:
+                parse_rfc3339(source_version)
+            raw_part = body.get("part")
+            part = None if raw_part is None else parts.from_json(raw_part)
+        except (ValueError, KeyError, TypeError):
+            raise MalformedMessage("sourceVersion or part is invalid") from None
+        return cls(
+            parsed,
+            correlation_id[:64],
+            max(0, deferrals),
+            replay,
+            delivery_id,
+            source_version,
+            part,
+        )

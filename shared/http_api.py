@@ -6,18 +6,22 @@ start would pay over a second for it (a test guards this).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
+import time
 import uuid
+from urllib.parse import quote
 
 import azure.functions as func
 
 from shared import runtime, settings
-from shared.documents import parse_document
+from shared.directory import parse_entries
+from shared.documents import FieldError, parse_document
 from shared.events import AppointmentEvent
 from shared.intake import Intake, Reply, refused
-from shared.problems import Problem
-from shared.records import StoredAppointment, status_view
+from shared.problems import Problem, validation_problem
+from shared.records import StoredAppointment, status_view, utc_text
 from shared.settings import SettingsError
 from shared.storage import StorageRejected, StorageUnavailable
 
@@ -96,6 +100,21 @@ def receive_appointments(req: func.HttpRequest) -> func.HttpResponse:
     return _respond(intake.handle(headers, req.get_body(), correlation), correlation)
 
 
+@blueprint.function_name("receive_source")
+@blueprint.route(route="webhooks/{source}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+def receive_source(req: func.HttpRequest) -> func.HttpResponse:
+    """Intake of a named source's deliveries in its own format (HL7 v2, Calendly, Cal.com)."""
+    correlation = correlation_id(req)
+    try:
+        current = settings.current()
+    except SettingsError as error:
+        return _misconfigured(error, "webhook endpoint", correlation)
+    headers = {key.lower(): value for key, value in req.headers.items()}
+    intake = Intake(current, runtime.store, runtime.queue)
+    source = req.route_params.get("source", "")
+    return _respond(intake.handle(headers, req.get_body(), correlation, source), correlation)
+
+
 @blueprint.function_name("get_appointment")
 @blueprint.route(
     route="appointments/{externalAppointmentId}",
@@ -148,3 +167,121 @@ def reconcile_appointment(req: func.HttpRequest) -> func.HttpResponse:
 def health(req: func.HttpRequest) -> func.HttpResponse:
     """Liveness: the worker is up and has loaded the app. No I/O, no secrets."""
     return _respond(Reply.json(200, {"status": "ok"}), correlation_id(req))
+
+
+def _query_problem(detail: str, name: str, message: str, correlation: str) -> func.HttpResponse:
+    problem = validation_problem(detail, [FieldError(name, message)])
+    return _respond(Reply.problem(problem), correlation)
+
+
+def _storage_trouble(error: Exception, correlation: str) -> func.HttpResponse:
+    if isinstance(error, StorageRejected):
+        log.error("storage refused a request: %s (correlation %s)", error.error_code, correlation)
+        problem = Problem(500, f"Storage refused the request: {error.error_code}.")
+        return _respond(Reply.problem(problem), correlation)
+    return _respond(Reply.problem(STORAGE_DOWN), correlation)
+
+
+def _replay(external_id: str, correlation: str) -> None:
+    """Enqueue the newest stored document of an appointment again (it waited on an entry)."""
+    stored = runtime.store().load(external_id)
+    if stored.desired is not None:
+        event = AppointmentEvent(stored.desired.document, correlation, replay=True)
+        runtime.queue().send(event.to_message())
+
+
+@blueprint.function_name("save_organizers")
+@blueprint.route(route="organizers", methods=["PUT"], auth_level=func.AuthLevel.FUNCTION)
+def save_organizers(req: func.HttpRequest) -> func.HttpResponse:
+    """Map sources' organizer identifiers to Teams users; replays what waited on them."""
+    correlation = correlation_id(req)
+    try:
+        value = json.loads(req.get_body().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        problem = validation_problem("The body is not valid JSON.", [FieldError("", "not JSON")])
+        return _respond(Reply.problem(problem), correlation)
+    entries = parse_entries(value)
+    if entries and isinstance(entries[0], FieldError):
+        errors = [e for e in entries if isinstance(e, FieldError)]
+        problem = validation_problem("The request body has invalid fields.", errors)
+        return _respond(Reply.problem(problem), correlation)
+    valid = [e for e in entries if not isinstance(e, FieldError)]
+    try:
+        replayed = runtime.directory().save(
+            valid, utc_text(time.time()), lambda external_id: _replay(external_id, correlation)
+        )
+    except SettingsError as error:
+        return _misconfigured(error, "app", correlation)
+    except (StorageUnavailable, StorageRejected) as error:
+        return _storage_trouble(error, correlation)
+    log.info(
+        "organizer directory: %d entries saved, %d appointments replayed (correlation %s)",
+        len(valid),
+        replayed,
+        correlation,
+    )
+    return _respond(Reply.json(200, {"saved": len(valid)}), correlation)
+
+
+def _source_param(req: func.HttpRequest) -> str | None:
+    source = req.params.get("source", "").lower()
+    return source if re.fullmatch(r"[a-z0-9]{1,32}", source) else None
+
+
+@blueprint.function_name("list_organizers")
+@blueprint.route(route="organizers", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def list_organizers(req: func.HttpRequest) -> func.HttpResponse:
+    """A source's directory entries, 100 per page, or the one entry for an identifier."""
+    correlation = correlation_id(req)
+    source = _source_param(req)
+    if source is None:
+        return _query_problem(
+            "The query parameter source is required.", "source", "1 to 32 of a-z0-9", correlation
+        )
+    identifier = req.params.get("identifier")
+    token = req.params.get("$skiptoken") or None
+    try:
+        directory = runtime.directory()
+        if identifier is not None:
+            entry = directory.table.get(source, identifier)
+            return _respond(
+                Reply.json(200, {"value": [entry.to_json()] if entry else []}), correlation
+            )
+        try:
+            entries, following = directory.table.page(source, token)
+        except ValueError:
+            return _query_problem(
+                "The $skiptoken is not one this API gave.", "$skiptoken", "invalid", correlation
+            )
+    except SettingsError as error:
+        return _misconfigured(error, "app", correlation)
+    except (StorageUnavailable, StorageRejected) as error:
+        return _storage_trouble(error, correlation)
+    body: dict[str, object] = {"value": [e.to_json() for e in entries]}
+    if following is not None:
+        base = req.url.split("?", 1)[0]
+        body["@odata.nextLink"] = f"{base}?source={source}&$skiptoken={quote(following)}"
+    return _respond(Reply.json(200, body), correlation)
+
+
+@blueprint.function_name("delete_organizer")
+@blueprint.route(route="organizers", methods=["DELETE"], auth_level=func.AuthLevel.FUNCTION)
+def delete_organizer(req: func.HttpRequest) -> func.HttpResponse:
+    """Remove one entry; its identifier resolves by the GUID/e-mail rule from then on."""
+    correlation = correlation_id(req)
+    source = _source_param(req)
+    identifier = req.params.get("identifier")
+    if source is None or not identifier:
+        return _query_problem(
+            "The query parameters source and identifier are required.",
+            "source" if source is None else "identifier",
+            "is required",
+            correlation,
+        )
+    try:
+        runtime.directory().delete(source, identifier)
+    except SettingsError as error:
+        return _misconfigured(error, "app", correlation)
+    except (StorageUnavailable, StorageRejected) as error:
+        return _storage_trouble(error, correlation)
+    return func.HttpResponse(status_code=204, headers={CORRELATION_HEADER: correlation})

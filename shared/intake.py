@@ -1,8 +1,10 @@
-"""The webhook intake: authenticate, parse, validate, enqueue and store, in the contract's order.
+"""The webhook intake: one pipeline for every source, in the contract's order.
 
 Framework-free (no azure.functions, no Graph SDK): the HTTP function adapts requests to it.
 Checks run so that an unauthenticated caller learns nothing about the payload: size (413),
-signature (401), content type (415), JSON and envelope (400), documents (400).
+authentication (401), content type (415), parse (400), content (400, or an HL7 `AE`). What
+differs per sender (how it signs, what its body means, how it wants to be answered) is its
+kind's module (shared/sources); everything else is here, once.
 
 Each document is enqueued before its desired row is written: the message carries the whole
 document and the reconciler stores it again, so a failure between the two leaves no row that
@@ -11,52 +13,40 @@ no message will ever apply (a status record stuck at `pending`).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
-from shared import signatures
-from shared.envelopes import InvalidBody, UnsupportedMediaType, parse_body
+from shared.documents import AppointmentDocument, FieldError, parse_document
 from shared.events import AppointmentEvent
-from shared.problems import MEDIA_TYPE, Problem, validation_problem
+from shared.problems import Problem
 from shared.settings import Settings
-from shared.storage import AppointmentStore, EventQueue, StorageRejected, StorageUnavailable
+from shared.sources import kind as kind_of
+from shared.sources.base import (
+    DEFAULT_SOURCE,
+    UNAVAILABLE,
+    Accepted,
+    AuthenticationError,
+    Candidate,
+    InvalidBody,
+    Outcome,
+    Refused,
+    Reply,
+    SourceConfig,
+    SourceKind,
+    UnsupportedMediaType,
+)
+from shared.storage import (
+    AppointmentStore,
+    CombinedInvalid,
+    EventQueue,
+    StorageRejected,
+    StorageUnavailable,
+)
+
+__all__ = ["UNAVAILABLE", "Intake", "Reply", "refused"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Reply:
-    """An HTTP answer, independent of the hosting framework."""
-
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @classmethod
-    def problem(cls, problem: Problem, instance: str | None = None) -> Reply:
-        return cls(
-            problem.status,
-            problem.to_bytes(instance),
-            {"Content-Type": MEDIA_TYPE, **problem.headers},
-        )
-
-    @classmethod
-    def json(cls, status: int, value: object) -> Reply:
-        body = json.dumps(value, ensure_ascii=False).encode("utf-8")
-        return cls(status, body, {"Content-Type": "application/json"})
-
-
-# Part of a batch may be recorded before storage fails; a retry of the whole request is safe:
-# the store keeps the first of equal versions and the reconciler skips duplicates.
-UNAVAILABLE = Problem(
-    503,
-    "Storage is unavailable; retry the whole request "
-    "(documents already recorded are recognised as duplicates).",
-    headers={"Retry-After": "10"},
-)
 
 
 def refused(error: StorageRejected) -> Problem:
@@ -65,7 +55,7 @@ def refused(error: StorageRejected) -> Problem:
 
 
 class Intake:
-    """POST /api/webhooks/appointments."""
+    """POST /api/webhooks/{source} (and today's /api/webhooks/appointments)."""
 
     def __init__(
         self,
@@ -79,11 +69,125 @@ class Intake:
         self._queue = queue
         self._clock = clock
 
-    def handle(self, headers: Mapping[str, str], body: bytes, correlation_id: str) -> Reply:
-        settings = self._settings
-        if not settings.webhook_secrets:
+    def source(self, name: str) -> SourceConfig | Reply:
+        """The configured source behind a route, or the 404/503 answer to give instead."""
+        key = name.lower()
+        if key == DEFAULT_SOURCE:
+            return self._settings.default_source
+        config = self._settings.sources.get(key)
+        if config is not None:
+            return config
+        error = self._settings.source_errors.get(key)
+        if error is not None:
+            log.error("source %s is misconfigured: %s", key, error)
+            detail = f"The webhook endpoint is misconfigured: {error.setting}."
+            return Reply.problem(Problem(503, detail))
+        return Reply.problem(Problem(404, "No source with this name is configured."))
+
+    def handle(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        correlation_id: str,
+        source: str = DEFAULT_SOURCE,
+    ) -> Reply:
+        """Answer one delivery; `headers` have lower-case names."""
+        config = self.source(source)
+        if isinstance(config, Reply):
+            return config
+        kind = kind_of(config.kind)
+        refusal = self._admit(config, kind, headers, body, correlation_id)
+        if refusal is not None:
+            return refusal
+        try:
+            parsed = kind.parse(headers, body, config)
+        except UnsupportedMediaType as error:
+            # Only the bare media type (no parameters), quoted and cut short: not client data.
+            media = str(error)[:100]
+            log.info(
+                "webhook refused (%s): Content-Type %r (correlation %s)",
+                config.name,
+                media,
+                correlation_id,
+            )
+            *others, last = kind.media_types
+            choices = f"{', '.join(others)} or {last}" if others else last
+            detail = f"Content-Type {error} is not supported; use {choices}."
+            return Reply.problem(Problem(415, detail))
+        except InvalidBody as invalid:
+            self._rejected(config, len(invalid.errors), correlation_id)
+            return self._answer(
+                kind,
+                headers,
+                Outcome("refused", detail=invalid.detail, errors=tuple(invalid.errors)),
+            )
+        except Refused as refusal_:
+            self._rejected(config, len(refusal_.errors), correlation_id)
+            outcome = Outcome(
+                "refused",
+                detail=refusal_.detail,
+                errors=tuple(refusal_.errors),
+                context=refusal_.context,
+            )
+            return self._answer(kind, headers, outcome)
+        if parsed.ignored is not None:
+            log.info(
+                "webhook acknowledged (%s): %s changes nothing (correlation %s)",
+                config.name,
+                parsed.ignored[:64],
+                correlation_id,
+            )
+            outcome = Outcome("ignored", ignored=parsed.ignored, context=parsed.context)
+            return self._answer(kind, headers, outcome)
+
+        documents: list[AppointmentDocument] = []
+        errors: list[FieldError] = []
+        for candidate in parsed.candidates:
+            checked = parse_document(candidate.document)
+            if isinstance(checked, list):
+                errors.extend(FieldError(candidate.locate(e.path), e.message) for e in checked)
+            else:
+                documents.append(checked)
+        if errors:
+            # All or nothing: a delivery with one unusable appointment stores none of them.
+            self._rejected(config, len(errors), correlation_id)
+            detail = "The delivery has invalid fields."
+            outcome = Outcome(
+                "refused", detail=detail, errors=tuple(errors), context=parsed.context
+            )
+            return self._answer(kind, headers, outcome)
+        try:
+            outcome = self._keep(
+                config, parsed.candidates, documents, parsed.context, correlation_id
+            )
+        except StorageRejected as error:
             log.error(
-                "WEBHOOK_SECRETS is not configured: refusing webhooks (correlation %s)",
+                "storage refused a document at intake: %s (correlation %s)",
+                error.error_code,
+                correlation_id,
+            )
+            return Reply.problem(refused(error))
+        return self._answer(kind, headers, outcome)
+
+    def _admit(
+        self,
+        config: SourceConfig,
+        kind: SourceKind,
+        headers: Mapping[str, str],
+        body: bytes,
+        correlation_id: str,
+    ) -> Reply | None:
+        """The 503/413/401 answer for a delivery that must not be read, else None."""
+        settings = self._settings
+        if not config.secrets:
+            setting = (
+                "WEBHOOK_SECRETS"
+                if config.name == DEFAULT_SOURCE
+                else f"SOURCES__{config.name}__SECRETS"
+            )
+            log.error(
+                "%s is not configured: refusing webhooks (correlation %s)",
+                setting,
                 correlation_id,
             )
             detail = "The webhook endpoint is not configured (no signing secret)."
@@ -93,70 +197,95 @@ class Intake:
             declared.isdigit() and int(declared) > settings.max_body_bytes
         ):
             log.info(
-                "webhook refused: body over %d bytes (correlation %s)",
+                "webhook refused (%s): body over %d bytes (correlation %s)",
+                config.name,
                 settings.max_body_bytes,
                 correlation_id,
             )
             detail = f"The body is larger than {settings.max_body_bytes} bytes."
             return Reply.problem(Problem(413, detail))
         try:
-            signatures.verify(
-                headers.get(signatures.HEADER.lower()),
+            kind.authenticate(
+                headers,
                 body,
-                settings.webhook_secrets,
+                config.secrets,
                 now=self._clock(),
                 tolerance_seconds=settings.webhook_tolerance_seconds,
             )
-        except signatures.SignatureError as error:
-            log.warning("webhook refused: %s (correlation %s)", error, correlation_id)
+        except AuthenticationError as error:
+            log.warning(
+                "webhook refused (%s): %s (correlation %s)", config.name, error, correlation_id
+            )
             return Reply.problem(
-                Problem(401, str(error), headers={"WWW-Authenticate": "Signature"})
+                Problem(401, str(error), headers={"WWW-Authenticate": error.challenge})
             )
-        try:
-            entries = parse_body(headers.get("content-type"), body)
-        except UnsupportedMediaType as error:
-            # Only the bare media type (no parameters), quoted and cut short: not client data.
-            kind = str(error)[:100]
-            log.info("webhook refused: Content-Type %r (correlation %s)", kind, correlation_id)
-            detail = f"Content-Type {error} is not supported; use application/json, "
-            detail += "application/cloudevents+json or application/cloudevents-batch+json."
-            return Reply.problem(Problem(415, detail))
-        except InvalidBody as invalid:
-            log.info(
-                "webhook rejected: %d invalid fields (correlation %s)",
-                len(invalid.errors),
-                correlation_id,
-            )
-            return Reply.problem(validation_problem(invalid.detail, invalid.errors))
+        return None
 
-        accepted = []
+    def _keep(
+        self,
+        config: SourceConfig,
+        candidates: tuple[Candidate, ...],
+        documents: list[AppointmentDocument],
+        context: object,
+        correlation_id: str,
+    ) -> Outcome:
+        """Enqueue and store every document; the outcome to answer with."""
+        accepted: list[Accepted] = []
         try:
             store, queue = self._store(), self._queue()
-            for entry in entries:
-                document = entry.document
-                queue.send(AppointmentEvent(document, correlation_id).to_message())
-                outcome = store.save_desired(document, correlation_id)
+            for candidate, document in zip(candidates, documents, strict=True):
+                if candidate.delivery_id is None and candidate.part is None:
+                    queue.send(AppointmentEvent(document, correlation_id).to_message())
+                    outcome = store.save_desired(document, correlation_id)
+                    kept = document
+                else:
+
+                    def enqueue(final: AppointmentDocument, c: Candidate = candidate) -> None:
+                        event = AppointmentEvent(
+                            final,
+                            correlation_id,
+                            delivery_id=c.delivery_id,
+                            source_version=document.last_modified_date_time,  # noqa: B023
+                            part=c.part,
+                        )
+                        queue.send(event.to_message())
+
+                    saved = store.save_delivery(
+                        document,
+                        correlation_id,
+                        delivery_id=candidate.delivery_id,
+                        part=candidate.part,
+                        enqueue=enqueue,
+                        probably_new=candidate.probably_new,
+                    )
+                    outcome, kept = saved.outcome, saved.document
                 log.info(
-                    "accepted appointment %s version %s (%s, correlation %s)",
-                    document.external_appointment_id,
-                    document.last_modified_date_time,
+                    "accepted appointment %s version %s (%s, source %s, correlation %s)",
+                    kept.external_appointment_id,
+                    kept.last_modified_date_time,
                     outcome.value,
+                    config.name,
                     correlation_id,
                 )
                 accepted.append(
-                    {
-                        "externalAppointmentId": document.external_appointment_id,
-                        "lastModifiedDateTime": document.last_modified_date_time,
-                    }
+                    Accepted(kept.external_appointment_id, kept.last_modified_date_time)
                 )
+        except CombinedInvalid as invalid:
+            detail = "The appointment's deliveries together break the contract."
+            return Outcome("refused", detail=detail, errors=tuple(invalid.errors), context=context)
         except StorageUnavailable as error:
             log.error("storage unavailable at intake: %s (correlation %s)", error, correlation_id)
-            return Reply.problem(UNAVAILABLE)
-        except StorageRejected as error:
-            log.error(
-                "storage refused a document at intake: %s (correlation %s)",
-                error.error_code,
-                correlation_id,
-            )
-            return Reply.problem(refused(error))
-        return Reply.json(202, {"accepted": accepted})
+            return Outcome("unavailable", context=context)
+        return Outcome("accepted", accepted=tuple(accepted), context=context)
+
+    def _answer(self, kind: SourceKind, headers: Mapping[str, str], outcome: Outcome) -> Reply:
+        return kind.respond(outcome, headers, now=self._clock())
+
+    @staticmethod
+    def _rejected(config: SourceConfig, count: int, correlation_id: str) -> None:
+        log.info(
+            "webhook rejected (%s): %d invalid fields (correlation %s)",
+            config.name,
+            count,
+            correlation_id,
+        )

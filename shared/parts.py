@@ -72,3 +72,19 @@ def next_version(parts: Iterable[Part], stored_version: str | None) -> str:
         floor = parse_rfc3339(stored_version) + ONE_TICK
         newest = max(newest, floor)
     return version_key(newest)
+
+
+def to_json(part: Part) -> dict[str, Any]:
+    """A part as the desired row and the queue message keep it."""
+    return {"key": part.key, "version": part.version, "client": part.client, "base": part.base}
+
+
+def from_json(value: Any) -> Part:
+    """A part from its stored or queued form; ValueError, KeyError or TypeError if not one."""
+    client = value["client"]
+    if not isinstance(value["key"], str) or not isinstance(value["base"], dict):
+        raise ValueError("not a part")
+    if client is not None and not isinstance(client, dict):
+        raise ValueError("not a part")
+    parse_rfc3339(value["version"])
+    return Part(value["key"], value["version"], client, value["base"])

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from urllib.parse import quote
 
+from shared.directory import Directory, unmapped_message
 from shared.documents import AppointmentDocument, version_key
 from shared.events import AppointmentEvent, MalformedMessage
 from shared.graph import (
@@ -52,7 +53,7 @@ from shared.planning import (
 )
 from shared.records import AppliedState, ErrorInfo, RetryInfo
 from shared.settings import QueueSemantics
-from shared.storage import AppointmentStore, ConcurrencyConflict, EventQueue
+from shared.storage import AppointmentStore, CombinedInvalid, ConcurrencyConflict, EventQueue
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +89,15 @@ class _HandBack(_Busy):
     """Graph asked for a longer wait than an invocation should sleep."""
 
 
+class _Unmapped(Exception):
+    """A source's organizer identifier that the directory does not map (organizerUnmapped)."""
+
+    def __init__(self, source: str, identifier: str) -> None:
+        super().__init__(source)
+        self.source = source
+        self.identifier = identifier
+
+
 @dataclass
 class _Attempt:
     """What one round knows: the message, the state it read, the ETag to write against."""
@@ -117,11 +127,13 @@ class Reconciler:
         graph: Callable[[], GraphGateway],
         semantics: QueueSemantics,
         *,
+        directory: Directory,
         clock: Callable[[], float] = time.time,
         retry_window_seconds: float = DEFAULT_RETRY_WINDOW_SECONDS,
     ) -> None:
         self._store = store
         self._queue = queue
+        self._directory = directory
         self._graph = graph
         self._semantics = semantics
         self._clock = clock
@@ -139,7 +151,21 @@ class Reconciler:
         external_id = document.external_appointment_id
         # The intake enqueues the document, then stores it; store it again in case that
         # write is what failed (the queue message is the durable copy).
-        self._store.save_desired(document, event.correlation_id)
+        if event.needs_stored_state:
+            try:
+                self._store.save_delivery(
+                    document,
+                    event.correlation_id,
+                    delivery_id=event.delivery_id,
+                    source_version=event.source_version,
+                    part=event.part,
+                )
+            except CombinedInvalid:
+                # The intake refused this delivery for the same reason: nothing to keep.
+                log.error("queued part does not combine into a valid document; skipped")
+                return Result.SETTLED
+        else:
+            self._store.save_desired(document, event.correlation_id)
         # Failed deliveries end at maxDequeueCount; hand-backs use none up, and the retry
         # window (see _transient) bounds them instead.
         last_attempt = dequeue_count >= self._semantics.max_dequeue_count
@@ -172,20 +198,35 @@ class Reconciler:
     def _organizer_id(
         self, document: AppointmentDocument, state: AppliedState, *, fresh: bool
     ) -> str | None:
-        """The organizer's object id; `fresh` (a replay) looks a UPN up again, past the cache."""
+        """The organizer's object id; `fresh` (a replay) looks a UPN up again, past the cache.
+
+        A named source's identifier goes through the organizer directory first; raises
+        _Unmapped when it names nobody.
+        """
         if document.is_cancelled or document.organizer is None:
             return None
         last = state.document
-        if last is not None and last.organizer == document.organizer and state.organizer_id:
+        if (
+            last is not None
+            and last.organizer == document.organizer
+            and last.source == document.source
+            and state.organizer_id
+        ):
             return state.organizer_id
-        guid = _guid_or_none(document.organizer)
+        user = document.organizer
+        if document.source is not None:
+            mapped = self._directory.resolve(document.source, user, fresh=fresh)
+            if mapped is None:
+                raise _Unmapped(document.source, user)
+            user = mapped
+        guid = _guid_or_none(user)
         if guid is not None:
             return guid
-        cached = None if fresh else self._store.cached_organizer_id(document.organizer)
+        cached = None if fresh else self._store.cached_organizer_id(user)
         if cached is not None:
             return cached
-        resolved = self._graph().resolve_user_id(document.organizer).lower()
-        self._store.cache_organizer_id(document.organizer, resolved)
+        resolved = self._graph().resolve_user_id(user).lower()
+        self._store.cache_organizer_id(user, resolved)
         return resolved
 
     def _reconcile(self, event: AppointmentEvent, last_attempt: bool) -> Result:
@@ -228,6 +269,8 @@ class Reconciler:
             return Result.FAILED if self._commit(external_id, failed, attempt.etag) else None
         except TransientGraphError as error:
             return self._transient(attempt, error)
+        except _Unmapped as unmapped:
+            return self._unmapped(attempt, document, unmapped)
 
         the_plan = plan(
             document, state, organizer_id, global_features=self._graph().global_features
@@ -236,6 +279,30 @@ class Reconciler:
             done = settle(state, the_plan, Outcome())
             return Result.APPLIED if self._commit(external_id, done, attempt.etag) else None
         return self._apply(attempt, the_plan, now)
+
+    def _unmapped(
+        self, attempt: _Attempt, document: AppointmentDocument, unmapped: _Unmapped
+    ) -> Result | None:
+        """Fail the version `organizerUnmapped` and note it, so saving the entry replays it."""
+        external_id = document.external_appointment_id
+        state = attempt.state
+        source, identifier = unmapped.source, unmapped.identifier
+        table = self._directory.table
+        # Noted before the commit: a failure in between retries the message, and a failed
+        # version that nobody noted would never be replayed by saving its entry.
+        table.note_waiting(source, identifier, external_id)
+        error = ErrorInfo("organizerUnmapped", unmapped_message(source, identifier))
+        failed = fail(state, Plan(document, (), state.generation), Outcome(), error)
+        if self._commit(external_id, failed, attempt.etag) is None:
+            return None
+        # An entry saved between the lookup and the note above found nothing to replay:
+        # look once more, past the cache, and replay now if it exists.
+        if self._directory.resolve(source, identifier, fresh=True) is not None:
+            table.forget_waiting(source, identifier, external_id)
+            replay = AppointmentEvent(document, attempt.event.correlation_id, replay=True)
+            self._queue.send(replay.to_message())
+        log.warning("appointment %s failed: organizerUnmapped", external_id)
+        return Result.FAILED
 
     def _apply(self, attempt: _Attempt, the_plan: Plan, now: float) -> Result | None:
         """Take the lease (recording the intent), run the plan, commit what it did."""

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 from shared.documents import AppointmentDocument
+from shared.sources.base import DEFAULT_SOURCE
 
 Status = Literal["pending", "scheduled", "cancelled", "failed"]
 
@@ -162,7 +163,11 @@ def status_view(stored: StoredAppointment) -> dict[str, Any]:
             applied.document.last_modified_date_time if applied.document else None
         ),
         "pending": pending,
-        "warnings": list(applied.warnings),
+        "warnings": [*(shown.warnings if shown else []), *applied.warnings],
+        "source": (shown.source or DEFAULT_SOURCE) if shown else None,
+        "sourceAppointmentId": (
+            (shown.source_appointment_id or shown.external_appointment_id) if shown else None
+        ),
     }
     if applied.error is not None:
         view["error"] = applied.error.to_json()

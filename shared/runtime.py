@@ -12,7 +12,8 @@ from functools import cache
 from typing import TYPE_CHECKING
 
 from shared import settings
-from shared.storage import AppointmentStore, EventQueue
+from shared.directory import Directory
+from shared.storage import AppointmentStore, EventQueue, OrganizerTable
 
 if TYPE_CHECKING:
     from shared.graph import GraphGateway
@@ -35,6 +36,12 @@ def queue() -> EventQueue:
 
 
 @cache
+def directory() -> Directory:
+    """One directory (and its one-minute cache of found entries) per process."""
+    return Directory(OrganizerTable.from_settings(settings.current().storage))
+
+
+@cache
 def graph_gateway() -> GraphGateway:
     """One Graph credential and client per process (created on first Graph call)."""
     from shared.graph import GraphGateway
@@ -51,5 +58,6 @@ def reconciler() -> Reconciler:
         queue(),
         graph_gateway,
         settings.queue_semantics(),
+        directory=directory(),
         retry_window_seconds=settings.current().retry_window_seconds,
     )

@@ -10,11 +10,15 @@ import ipaddress
 import json
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from shared.documents import iana_zones
+from shared.sources.base import DEFAULT_SOURCE, KINDS, SourceConfig
 
 QUEUE_NAME = "appointment-events"
 POISON_QUEUE_NAME = f"{QUEUE_NAME}-poison"
@@ -23,6 +27,14 @@ STORAGE_SETTING = "AzureWebJobsStorage"
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
 GLOBAL_GRAPH_HOST = "graph.microsoft.com"
 HOST_JSON = Path(__file__).resolve().parent.parent / "host.json"
+DIRECTORY_TABLE_NAME = "organizers"
+# `SOURCES__{name}__{SETTING}`: names are matched case-insensitively (SPEC "Sources").
+_SOURCE_SETTING = re.compile(r"SOURCES__([A-Za-z0-9]{1,32})__([A-Za-z]+)", re.ASCII)
+_REGION = re.compile(r"[A-Za-z]{2}", re.ASCII)
+_SOURCE_SETTINGS = frozenset(
+    {"KIND", "SECRETS", "TIMEZONE", "PHONEREGION", "SUBJECT", "SENDSMS", "SENDEMAIL"}
+    | {"SENDSMSREMINDER"}
+)
 
 
 class SettingsError(ValueError):
@@ -60,6 +72,15 @@ class Settings:
     graph_credential: str = "managedidentity"
     # How long a version keeps trying through transient Graph failures, hand-backs included.
     retry_window_minutes: float = 60.0
+    # Named sources (SOURCES__{name}__...), by lower-case name; a source whose settings are
+    # wrong is kept apart in `source_errors`, so only its own route answers 503.
+    sources: Mapping[str, SourceConfig] = field(default_factory=dict)
+    source_errors: Mapping[str, SettingsError] = field(default_factory=dict)
+
+    @property
+    def default_source(self) -> SourceConfig:
+        """`appointments`: the native document on today's route, signed with WEBHOOK_SECRETS."""
+        return SourceConfig(DEFAULT_SOURCE, "native", self.webhook_secrets)
 
     @property
     def retry_window_seconds(self) -> float:
@@ -122,22 +143,91 @@ class Settings:
             credential=environ.get(prefix + "credential") or None,
             client_id=environ.get(prefix + "clientId") or None,
         )
-        raw_secrets = environ.get("WEBHOOK_SECRETS", "")
-        if raw_secrets.lstrip().startswith("@Microsoft.KeyVault("):
-            # An unresolved Key Vault reference reaches the app as its literal, public text;
-            # treating it as a secret would let anyone sign. No secret: fail closed.
-            raw_secrets = ""
-        secrets = tuple(s.strip() for s in raw_secrets.split(","))
+        sources, source_errors = _sources(environ)
         return cls(
             storage=storage,
-            webhook_secrets=tuple(s for s in secrets if s),
+            webhook_secrets=secret_list(environ.get("WEBHOOK_SECRETS", "")),
             webhook_tolerance_seconds=integer("WEBHOOK_TOLERANCE_SECONDS", 300, 1),
             max_body_bytes=integer("MAX_BODY_BYTES", 262_144, 1024),
             graph_base_url=(environ.get("GRAPH_BASE_URL") or DEFAULT_GRAPH_BASE_URL).rstrip("/"),
             azure_client_id=environ.get("AZURE_CLIENT_ID") or None,
             graph_credential=_choice("GRAPH_CREDENTIAL", environ, ("managedidentity", "azurecli")),
             retry_window_minutes=duration("RETRY_WINDOW_MINUTES", 60.0),
+            sources=sources,
+            source_errors=source_errors,
         )
+
+
+def secret_list(raw: str) -> tuple[str, ...]:
+    """Comma-separated secrets; none when the value is an unresolved Key Vault reference.
+
+    An unresolved reference reaches the app as its literal, public text: treating it as a
+    secret would let anyone sign. No secret: the route fails closed.
+    """
+    if raw.lstrip().startswith("@Microsoft.KeyVault("):
+        return ()
+    return tuple(s for s in (part.strip() for part in raw.split(",")) if s)
+
+
+def _switch(name: str, raw: str | None) -> bool:
+    value = (raw or "").strip().lower()
+    if value in ("", "false", "0", "no"):
+        return False
+    if value in ("true", "1", "yes"):
+        return True
+    raise SettingsError(name, "must be true or false")
+
+
+def _source(name: str, values: Mapping[str, str]) -> SourceConfig:
+    """One source's settings, checked; `values` by upper-case setting name."""
+    prefix = f"SOURCES__{name}__"
+    kind = values.get("KIND", "").strip().lower()
+    if kind not in KINDS:
+        raise SettingsError(prefix + "KIND", f"must be one of {', '.join(KINDS)}")
+    zone = values.get("TIMEZONE", "").strip() or "UTC"
+    if zone not in iana_zones():
+        raise SettingsError(prefix + "TIMEZONE", "must be an IANA time zone name")
+    region = values.get("PHONEREGION", "").strip() or "US"
+    if not _REGION.fullmatch(region):
+        raise SettingsError(prefix + "PHONEREGION", "must be an ISO 3166-1 alpha-2 region")
+    subject = values.get("SUBJECT", "").strip() or None
+    if subject is not None and len(subject) > 255:
+        raise SettingsError(prefix + "SUBJECT", "must be at most 255 characters")
+    return SourceConfig(
+        name=name,
+        kind=kind,
+        secrets=secret_list(values.get("SECRETS", "")),
+        time_zone=zone,
+        phone_region=region.upper(),
+        subject=subject,
+        send_sms=_switch(prefix + "SENDSMS", values.get("SENDSMS")),
+        send_email=_switch(prefix + "SENDEMAIL", values.get("SENDEMAIL")),
+        send_sms_reminder=_switch(prefix + "SENDSMSREMINDER", values.get("SENDSMSREMINDER")),
+    )
+
+
+def _sources(
+    environ: Mapping[str, str],
+) -> tuple[dict[str, SourceConfig], dict[str, SettingsError]]:
+    """Every `SOURCES__{name}__...` source, and the ones whose settings cannot be used."""
+    grouped: dict[str, dict[str, str]] = {}
+    for key, value in environ.items():
+        match = _SOURCE_SETTING.fullmatch(key)
+        if match is None:
+            continue
+        name, setting = match.group(1).lower(), match.group(2).upper()
+        if setting in _SOURCE_SETTINGS or setting.startswith("CALLBACK"):
+            grouped.setdefault(name, {})[setting] = value
+    sources: dict[str, SourceConfig] = {}
+    errors: dict[str, SettingsError] = {}
+    for name, values in grouped.items():
+        if name == DEFAULT_SOURCE:
+            continue  # reserved: only its CALLBACK settings apply (issue 10)
+        try:
+            sources[name] = _source(name, values)
+        except SettingsError as error:
+            errors[name] = error
+    return sources, errors
 
 
 def _choice(name: str, environ: Mapping[str, str], allowed: tuple[str, ...]) -> str:

@@ -7,11 +7,13 @@ missing, so a fresh Azurite or storage account needs no set-up step.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -27,7 +29,15 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient
 
-from shared.documents import AppointmentDocument, parse_document, version_key
+from shared import parts as assembly
+from shared.directory import Entry
+from shared.documents import (
+    AppointmentDocument,
+    FieldError,
+    parse_document,
+    parse_rfc3339,
+    version_key,
+)
 from shared.records import (
     AppliedState,
     DesiredVersion,
@@ -36,7 +46,14 @@ from shared.records import (
     RetryInfo,
     StoredAppointment,
 )
-from shared.settings import POISON_QUEUE_NAME, QUEUE_NAME, TABLE_NAME, StorageSettings
+from shared.settings import (
+    DIRECTORY_TABLE_NAME,
+    POISON_QUEUE_NAME,
+    QUEUE_NAME,
+    TABLE_NAME,
+    StorageSettings,
+)
+from shared.sources.base import Part
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -44,6 +61,9 @@ T = TypeVar("T")
 DESIRED = "desired"
 APPLIED = "applied"
 ORGANIZER = "organizer"
+# Delivery ids (HL7 MSH-10) kept per appointment to recognise a repeat: enough for any
+# interface engine's resend window, small enough for one table property.
+KEPT_DELIVERY_IDS = 32
 # Bounded so that a storage outage is a fast 503 (SPEC: within 10 s). One call at its worst:
 # two attempts of (connect 2 s + read 2.5 s) with a 0.2 s pause between them, about 9.2 s.
 CONNECT_SECONDS = 2.0
@@ -190,6 +210,22 @@ class EventQueue:
     def send_to_poison(self, text: str) -> None:
         """Park a message the reconciler must not retry, where an operator will see it."""
         self._send(self._poison, text, None)
+
+
+class CombinedInvalid(Exception):
+    """The parts received so far combine into a document that breaks the contract."""
+
+    def __init__(self, errors: list[FieldError]) -> None:
+        super().__init__("combined document is invalid")
+        self.errors = errors
+
+
+@dataclass(frozen=True)
+class Saved:
+    """What a delivery did to the desired row, and the document now stored for it."""
+
+    outcome: SaveOutcome
+    document: AppointmentDocument
 
 
 def _entity_to_desired(entity: dict[str, Any]) -> DesiredVersion | None:
@@ -365,6 +401,119 @@ class AppointmentStore:
             except (ResourceModifiedError, ResourceNotFoundError):
                 continue
 
+    def save_delivery(
+        self,
+        document: AppointmentDocument,
+        correlation_id: str,
+        *,
+        delivery_id: str | None = None,
+        source_version: str | None = None,
+        part: Part | None = None,
+        enqueue: Callable[[AppointmentDocument], None] | None = None,
+        probably_new: bool = False,
+    ) -> Saved:
+        """Keep a delivery that needs what is stored to decide its document.
+
+        - `delivery_id` (HL7 MSH-10): a repeat is a duplicate; a new id with the stored
+          source version (equal MSH-7) is applied after it, one microsecond later.
+        - `part` (a Calendly invitee): merged with the stored parts; the document is theirs
+          combined (shared/parts.py).
+        `enqueue` is called with the document about to be written, before each write, so that
+        no row is ever written that no message will apply. `probably_new` tries a create
+        first, saving a read when the appointment is new (a booking, not a change).
+        """
+        incoming = version_key(parse_rfc3339(source_version or document.last_modified_date_time))
+        current: dict[str, Any] | None = None
+        first = probably_new
+        while True:
+            if not first:
+                current = self._get(document.external_appointment_id, DESIRED)
+            first = False
+            decided = self._decide(document, incoming, delivery_id, part, current)
+            if isinstance(decided, Saved):
+                return decided
+            final, entity = decided
+            entity["CorrelationId"] = correlation_id
+            if enqueue is not None:
+                enqueue(final)
+            try:
+                if current is None:
+                    self._call(lambda: self._table.create_entity(entity))  # noqa: B023
+                    return Saved(SaveOutcome.CREATED, final)
+                etag = current["__etag"]
+                self._call(
+                    lambda: self._table.update_entity(
+                        entity,  # noqa: B023 - called at once, inside this iteration
+                        mode=UpdateMode.REPLACE,
+                        etag=etag,  # noqa: B023
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                )
+                return Saved(SaveOutcome.NEWER, final)
+            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                continue
+
+    @staticmethod
+    def _decide(
+        document: AppointmentDocument,
+        incoming: str,
+        delivery_id: str | None,
+        part: Part | None,
+        current: dict[str, Any] | None,
+    ) -> Saved | tuple[AppointmentDocument, dict[str, Any]]:
+        """What to write for a delivery given the stored row, or the Saved answer if nothing."""
+        stored_ids: list[str] = json.loads(current.get("DeliveryIds") or "[]") if current else []
+        stored_parts = {
+            p.key: p
+            for p in map(
+                assembly.from_json, json.loads(current.get("Parts") or "[]") if current else []
+            )
+        }
+        stored_doc = _entity_to_desired(current) if current else None
+        stored_version = current["Version"] if current else None
+        stored_source = (current.get("SourceVersion") or stored_version) if current else None
+
+        def unchanged(outcome: SaveOutcome) -> Saved:
+            return Saved(outcome, stored_doc.document if stored_doc else document)
+
+        if delivery_id is not None and delivery_id in stored_ids:
+            return unchanged(SaveOutcome.DUPLICATE)
+        merged = stored_parts
+        if part is not None:
+            merged = assembly.merge(stored_parts, part)
+            if merged == stored_parts:
+                return unchanged(SaveOutcome.DUPLICATE)
+            version = assembly.next_version(merged.values(), stored_version)
+            parsed = parse_document(assembly.combine(merged.values(), version))
+            if isinstance(parsed, list):
+                raise CombinedInvalid(parsed)
+            final, source = parsed, version
+        else:
+            if stored_source is not None and incoming < stored_source:
+                return unchanged(SaveOutcome.STALE)
+            if stored_source is not None and incoming == stored_source and delivery_id is None:
+                return unchanged(SaveOutcome.DUPLICATE)
+            final, source = document, incoming
+            if stored_version is not None and version_key(document.version) <= stored_version:
+                # Equal source versions, a new delivery: applied in the order received.
+                later = version_key(parse_rfc3339(stored_version) + assembly.ONE_TICK)
+                final = document.model_copy(update={"last_modified_date_time": later})
+        ids = [*stored_ids, delivery_id][-KEPT_DELIVERY_IDS:] if delivery_id else stored_ids
+        entity = {
+            "PartitionKey": document.external_appointment_id,
+            "RowKey": DESIRED,
+            "Version": version_key(final.version),
+            "SourceVersion": source,
+            "Document": json.dumps(final.to_json(), ensure_ascii=False),
+            "DeliveryIds": json.dumps(ids),
+            "Parts": (
+                json.dumps([assembly.to_json(p) for p in merged.values()])
+                if part is not None
+                else (current.get("Parts", "") if current else "")
+            ),
+        }
+        return final, entity
+
     def load(self, external_id: str) -> StoredAppointment:
         """Both rows of one appointment in a single partition query."""
         rows: dict[str, dict[str, Any]] = {}
@@ -417,3 +566,125 @@ class AppointmentStore:
             "ObjectId": object_id,
         }
         self._call(lambda: self._table.upsert_entity(entity, mode=UpdateMode.REPLACE))
+
+
+def _identifier_key(identifier: str) -> str:
+    """A row key for any identifier: hashed, since a key cannot hold `/ \\ # ?` or controls."""
+    return hashlib.sha256(identifier.lower().encode("utf-8")).hexdigest()
+
+
+def _waiting_partition(source: str, identifier: str) -> str:
+    return f"waiting~{source}~{_identifier_key(identifier)}"
+
+
+class OrganizerTable:
+    """The `organizers` table: directory entries and the appointments waiting on one.
+
+    Entries: PartitionKey = source, RowKey = sha256 of the lower-cased identifier (so one
+    source's entries page by a single partition query). Waiting appointments: PartitionKey
+    `waiting~{source}~{hash}`, RowKey = externalAppointmentId.
+    """
+
+    PAGE = 100
+
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+
+    @classmethod
+    def from_settings(cls, settings: StorageSettings) -> OrganizerTable:
+        service = _service(TableServiceClient, settings, settings.table_service_uri)
+        return cls(service.get_table_client(DIRECTORY_TABLE_NAME))
+
+    def _call(self, call: Callable[[], T]) -> T:
+        try:
+            return _guard(call)
+        except ResourceNotFoundError as error:
+            if not _is_missing(error, "TableNotFound"):
+                raise
+            with contextlib.suppress(ResourceExistsError):
+                _guard(self._table.create_table)
+            return _guard(call)
+
+    @staticmethod
+    def _entry(entity: Mapping[str, Any]) -> Entry:
+        return Entry(
+            str(entity["PartitionKey"]),
+            str(entity["Identifier"]),
+            str(entity["User"]),
+            str(entity.get("UpdatedDateTime", "")),
+        )
+
+    def get(self, source: str, identifier: str) -> Entry | None:
+        try:
+            entity = self._call(lambda: self._table.get_entity(source, _identifier_key(identifier)))
+        except ResourceNotFoundError:
+            return None
+        return self._entry(entity)
+
+    def save(self, entries: Sequence[Entry], updated: str) -> None:
+        """Upsert every entry, up to 100 per transaction (one partition per transaction)."""
+        by_source: dict[str, list[Entry]] = {}
+        for entry in entries:
+            by_source.setdefault(entry.source, []).append(entry)
+        for source, group in by_source.items():
+            for start in range(0, len(group), 100):
+                operations: list[Any] = [
+                    (
+                        "upsert",
+                        {
+                            "PartitionKey": source,
+                            "RowKey": _identifier_key(e.identifier),
+                            "Identifier": e.identifier,
+                            "User": e.user,
+                            "UpdatedDateTime": updated,
+                        },
+                        {"mode": UpdateMode.REPLACE},
+                    )
+                    for e in group[start : start + 100]
+                ]
+
+                def submit(ops: list[Any] = operations) -> None:
+                    self._table.submit_transaction(ops)
+
+                self._call(submit)
+
+    def delete(self, source: str, identifier: str) -> None:
+        with contextlib.suppress(ResourceNotFoundError):
+            self._call(lambda: self._table.delete_entity(source, _identifier_key(identifier)))
+
+    def page(self, source: str, token: str | None) -> tuple[list[Entry], str | None]:
+        """One page of a source's entries and the token of the next page (None: the last)."""
+        continuation = json.loads(base64.urlsafe_b64decode(token)) if token else None
+
+        def query() -> tuple[list[Entry], str | None]:
+            pages = self._table.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": source}, results_per_page=self.PAGE
+            ).by_page(continuation_token=continuation)
+            page = [self._entry(e) for e in next(pages, [])]
+            following = pages.continuation_token  # type: ignore[attr-defined]
+            if not following:
+                return page, None
+            encoded = base64.urlsafe_b64encode(json.dumps(following).encode()).decode()
+            return page, encoded
+
+        return self._call(query)
+
+    def note_waiting(self, source: str, identifier: str, external_id: str) -> None:
+        entity = {"PartitionKey": _waiting_partition(source, identifier), "RowKey": external_id}
+        self._call(lambda: self._table.upsert_entity(entity, mode=UpdateMode.REPLACE))
+
+    def waiting(self, source: str, identifier: str) -> list[str]:
+        partition = _waiting_partition(source, identifier)
+
+        def query() -> list[str]:
+            rows = self._table.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": partition}, select=["RowKey"]
+            )
+            return [str(row["RowKey"]) for row in rows]
+
+        return self._call(query)
+
+    def forget_waiting(self, source: str, identifier: str, external_id: str) -> None:
+        partition = _waiting_partition(source, identifier)
+        with contextlib.suppress(ResourceNotFoundError):
+            self._call(lambda: self._table.delete_entity(partition, external_id))

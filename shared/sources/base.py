@@ -121,7 +121,9 @@ class Candidate:
     `locations` maps a JSON Pointer in the document (or a prefix of one) to where its value
     came from in the delivery, so a validation failure names the sender's own field: a JSON
     Pointer into the body (`/payload/start_time`) or an HL7 field (`TQ1-7`). The longest
-    matching prefix wins; unmatched paths fall back to `fallback`.
+    matching prefix wins, and a JSON Pointer location gets the rest of the path appended
+    (`/appointmentClients` -> `/payload/attendees` turns `/appointmentClients/1/emailAddress`
+    into `/payload/attendees/1/emailAddress`); unmatched paths fall back to `fallback`.
     """
 
     document: dict[str, Any]
@@ -130,17 +132,23 @@ class Candidate:
     # An id the sender gives each delivery (HL7 MSH-10): a repeat is a duplicate.
     delivery_id: str | None = None
     part: Part | None = None
+    # A booking rather than a change (HL7 S12, invitee.created): the store tries a create
+    # before reading, which saves a table read when the appointment is indeed new.
+    probably_new: bool = False
 
     def locate(self, pointer: str) -> str:
         """The delivery location a document pointer came from."""
         best = ""
         for prefix in self.locations:
-            matches = pointer == prefix or pointer.startswith(prefix + "/")
+            matches = pointer == prefix or pointer.startswith(prefix + "/") or prefix == ""
             if matches and len(prefix) > len(best):
                 best = prefix
-        if not best:
+        if not best and "" not in self.locations:
             return self.fallback or pointer
-        return self.locations[best]
+        location = self.locations[best]
+        if location.startswith("/") or location == "":
+            return location + pointer[len(best) :]
+        return location
 
 
 @dataclass(frozen=True)
@@ -205,6 +213,7 @@ class SourceKind(Protocol):
     """One module per kind implements this (see shared/sources/__init__.py's registry)."""
 
     name: str
+    media_types: tuple[str, ...]  # named in the 415 answer
 
     def authenticate(
         self,

@@ -553,6 +553,7 @@ def test_crash_between_create_and_commit_then_redelivery_makes_no_second_meeting
         runtime.queue(),
         runtime.graph_gateway,
         queue_semantics(),
+        directory=runtime.directory(),
         clock=lambda: time.time() + LEASE_SECONDS + 1,
     )
     assert later.handle(message(body), 2) is Result.APPLIED
@@ -635,6 +636,7 @@ def test_the_window_counts_from_the_first_failed_attempt(
             runtime.queue(),
             runtime.graph_gateway,
             queue_semantics(),
+            directory=runtime.directory(),
             clock=lambda: now + offset,
             retry_window_seconds=600,
         )

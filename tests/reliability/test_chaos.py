@@ -225,6 +225,7 @@ def test_crash_after_create_then_a_newer_version_reaches_graph(
         runtime.queue(),
         runtime.graph_gateway,
         queue_semantics(),
+        directory=runtime.directory(),
         clock=lambda: time.time() + LEASE_SECONDS + 1,
     )
     assert later.handle(AppointmentEvent(parsed, "crash-newer").to_message(), 1) is Result.APPLIED

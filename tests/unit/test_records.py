@@ -92,6 +92,8 @@ def test_nothing_applied_yet_is_pending_and_shows_the_desired_document() -> None
         "lastModifiedDateTime": None,
         "pending": True,
         "warnings": [],
+        "source": "appointments",
+        "sourceAppointmentId": "appt-1",
     }
 
 
