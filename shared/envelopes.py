@@ -30,7 +30,7 @@ SUPPORTED_MEDIA_TYPES = (JSON, CLOUDEVENT, CLOUDEVENT_BATCH)
 MAX_BATCH = 100
 
 
-__all__ = ["Entry", "InvalidBody", "UnsupportedMediaType", "parse_body"]
+__all__ = ["Entry", "InvalidBody", "UnsupportedMediaType", "media_type", "parse_body"]
 
 
 @dataclass(frozen=True, slots=True)
