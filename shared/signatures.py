@@ -1,5 +1,8 @@
 """Stripe-style webhook signatures: `X-Signature: t=<unix seconds>,v1=<hex>[,v1=<hex>...]`.
 
+Calendly signs with the same scheme under another name (`Calendly-Webhook-Signature`), so
+`parse` and `verify` take the header's name, used only in their messages.
+
 The signed message is `f"{t}."` followed by the raw body bytes, so a signature cannot be
 replayed with another body or, outside the tolerance, at another time. Comparison runs in
 constant time against every configured secret (several secrets allow rotation).
@@ -40,26 +43,29 @@ def sign(secret: str, timestamp: int, body: bytes) -> str:
     return f"t={timestamp},{SCHEME}={compute(secret, timestamp, body)}"
 
 
-def parse(header: str | None) -> ParsedSignature:
-    """Split the header into its timestamp and its v1 signatures; other schemes are ignored."""
+def parse(header: str | None, *, name: str = HEADER) -> ParsedSignature:
+    """Split the header into its timestamp and its v1 signatures; other schemes are ignored.
+
+    `name` is the header's name, for the messages.
+    """
     if not header:
-        raise SignatureError(f"missing {HEADER} header")
+        raise SignatureError(f"missing {name} header")
     timestamp: int | None = None
     signatures: list[bytes] = []
     for item in header.split(","):
         key, sep, value = item.strip().partition("=")
         if not sep:
-            raise SignatureError(f"malformed {HEADER} header")
+            raise SignatureError(f"malformed {name} header")
         if key == "t":
             if timestamp is not None or not _TIMESTAMP.fullmatch(value):
-                raise SignatureError(f"malformed {HEADER} header: bad t")
+                raise SignatureError(f"malformed {name} header: bad t")
             timestamp = int(value)
         elif key == SCHEME:
             if not _HEX_SHA256.fullmatch(value):
-                raise SignatureError(f"malformed {HEADER} header: bad {SCHEME}")
+                raise SignatureError(f"malformed {name} header: bad {SCHEME}")
             signatures.append(bytes.fromhex(value))
     if timestamp is None or not signatures:
-        raise SignatureError(f"malformed {HEADER} header: needs t and {SCHEME}")
+        raise SignatureError(f"malformed {name} header: needs t and {SCHEME}")
     return ParsedSignature(timestamp, tuple(signatures))
 
 
@@ -70,9 +76,13 @@ def verify(
     *,
     now: float,
     tolerance_seconds: int,
+    name: str = HEADER,
 ) -> None:
-    """Raise SignatureError unless one v1 signature matches one secret within the tolerance."""
-    parsed = parse(header)
+    """Raise SignatureError unless one v1 signature matches one secret within the tolerance.
+
+    `name` is the header's name, for the messages (`X-Signature` unless given).
+    """
+    parsed = parse(header, name=name)
     if abs(now - parsed.timestamp) > tolerance_seconds:
         raise SignatureError("signature timestamp is outside the tolerance")
     matched = False

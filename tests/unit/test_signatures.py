@@ -288,3 +288,29 @@ def test_every_secret_is_compared_with_every_signature_in_constant_time(
     }
     assert set(calls) == expected_pairs
     assert all(isinstance(a, bytes) and isinstance(b, bytes) for a, b in calls)
+
+
+# --- another header name (Calendly-Webhook-Signature uses the same scheme) --------------------
+
+
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (None, "missing Calendly-Webhook-Signature header"),
+        ("garbage", "malformed Calendly-Webhook-Signature header"),
+        (f"t=x,v1={_v1()}", "malformed Calendly-Webhook-Signature header: bad t"),
+        (f"t={NOW},v1=zz", "malformed Calendly-Webhook-Signature header: bad v1"),
+        (f"t={NOW}", "malformed Calendly-Webhook-Signature header: needs t and v1"),
+    ],
+)
+def test_messages_name_the_given_header(header: str | None, message: str) -> None:
+    name = "Calendly-Webhook-Signature"
+    with pytest.raises(SignatureError, match=f"^{message}$"):
+        verify(header, BODY, [SECRET], now=NOW, tolerance_seconds=TOLERANCE, name=name)
+
+
+def test_the_given_header_name_changes_nothing_else() -> None:
+    name = "Calendly-Webhook-Signature"
+    verify(sign(SECRET, NOW, BODY), BODY, [SECRET], now=NOW, tolerance_seconds=1, name=name)
+    with pytest.raises(SignatureError, match=r"^signature does not match$"):
+        verify(sign("x", NOW, BODY), BODY, [SECRET], now=NOW, tolerance_seconds=1, name=name)
