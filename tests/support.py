@@ -87,3 +87,14 @@ def queue_message(body: str | bytes, *, dequeue_count: int = 1) -> QueueMessage:
     return QueueMessage(
         id=uuid.uuid4().hex, body=raw, dequeue_count=dequeue_count, pop_receipt="receipt"
     )
+
+
+def source_request(source: str, body: bytes, headers: dict[str, str]) -> func.HttpRequest:
+    """A real azure.functions request to POST /api/webhooks/{source}, routed as the host does."""
+    return func.HttpRequest(
+        method="POST",
+        url=f"http://localhost:7071/api/webhooks/{source}",
+        headers=headers,
+        body=body,
+        route_params={"source": source},
+    )

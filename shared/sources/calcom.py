@@ -27,6 +27,7 @@ from shared.sources.base import (
     json_reply,
 )
 from shared.sources.jsonbody import (
+    JSON,
     Path,
     Reader,
     full_name,
@@ -59,7 +60,8 @@ def signature(secret: str, body: bytes) -> str:
 
 
 class CalCom:
-    name = "calcom"
+    name: str = "calcom"
+    media_types: tuple[str, ...] = (JSON,)
 
     def authenticate(
         self,
@@ -131,6 +133,7 @@ class CalCom:
         }
         locations.update(_identity_locations((*_PAYLOAD, "uid")))
         booked = Candidate(document=document, locations=locations, fallback="/payload")
+        # (No `probably_new`: Cal.com has no delivery id or parts, so it takes the plain path.)
         if previous is None:
             return Parsed(candidates=(booked,))
         replaced = _cancelled(config, previous, version, (*_PAYLOAD, "rescheduleUid"))

@@ -30,6 +30,7 @@ from shared.sources.base import (
     json_reply,
 )
 from shared.sources.jsonbody import (
+    JSON,
     Path,
     Reader,
     full_name,
@@ -86,7 +87,8 @@ def _event_id(uri: str) -> str | None:
 
 
 class Calendly:
-    name = "calendly"
+    name: str = "calendly"
+    media_types: tuple[str, ...] = (JSON,)
 
     def authenticate(
         self,
@@ -172,6 +174,7 @@ class Calendly:
             locations=locations,
             fallback="/payload",
             part=part,
+            probably_new=event == CREATED,
         )
         return Parsed(candidates=(candidate,))
 

@@ -29,7 +29,16 @@ from shared.http_api import (
 from shared.queue_functions import reconcile_appointment_event
 from shared.settings import POISON_QUEUE_NAME
 from tests.integration.queue_host import drain
-from tests.support import ALEX, ALEX_UPN, MEGAN, document, encode, get_request, signed_request
+from tests.support import (
+    ALEX,
+    ALEX_UPN,
+    MEGAN,
+    document,
+    encode,
+    get_request,
+    signed_request,
+    source_request,
+)
 
 CLINIC_SECRET = "clinic-secret-abcdef0123456789"
 
@@ -52,17 +61,8 @@ def poison(azurite: Azurite, event_queue: QueueClient) -> QueueClient:
 
 
 def post(source: str, body: dict[str, Any], secret: str = CLINIC_SECRET) -> func.HttpResponse:
-    request = signed_request(
-        encode(body), secret=secret, url=f"http://localhost:7071/api/webhooks/{source}"
-    )
-    routed = func.HttpRequest(
-        method="POST",
-        url=request.url,
-        headers=dict(request.headers),
-        body=request.get_body(),
-        route_params={"source": source},
-    )
-    return receive_source(routed)
+    request = signed_request(encode(body), secret=secret)
+    return receive_source(source_request(source, request.get_body(), dict(request.headers)))
 
 
 def put_organizers(value: Any) -> func.HttpResponse:
@@ -201,7 +201,9 @@ def test_the_directory_routes_save_list_page_and_delete(clinic: QueueClient) -> 
     from urllib.parse import unquote
 
     rest = json.loads(
-        organizers("GET", source="pager", **{"$skiptoken": unquote(params["$skiptoken"])}).get_body()
+        organizers(
+            "GET", source="pager", **{"$skiptoken": unquote(params["$skiptoken"])}
+        ).get_body()
     )
     assert "@odata.nextLink" not in rest
     seen = {e["identifier"] for e in first["value"] + rest["value"]}
