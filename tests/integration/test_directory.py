@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import azure.functions as func
 import pytest
@@ -23,6 +23,7 @@ from shared.http_api import (
     delete_organizer,
     get_appointment,
     list_organizers,
+    receive_appointments,
     receive_source,
     save_organizers,
 )
@@ -140,8 +141,6 @@ def test_a_named_source_prefixes_ids_and_applies_its_defaults(
 def test_the_native_route_ignores_source_fields_a_sender_writes(clinic: QueueClient) -> None:
     body = document(organizer="DR-17", source="clinic", sourceAppointmentId="x")
     response = signed_request(encode(body))
-    from shared.http_api import receive_appointments
-
     answer = receive_appointments(response)
     assert answer.status_code == 400
     [error] = json.loads(answer.get_body())["errors"]
@@ -159,7 +158,9 @@ def test_an_unmapped_identifier_fails_and_saving_its_entry_replays_it(
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == "organizerUnmapped"
     message = failed["error"]["message"]
-    assert "'clinic'" in message and "'DR-17'" in message and "PUT /api/organizers" in message
+    assert "'clinic'" in message
+    assert "'DR-17'" in message
+    assert "PUT /api/organizers" in message
     assert emulator.meetings() == []
 
     saved = put_organizers({"source": "clinic", "identifier": "Dr-17", "user": ALEX_UPN})
@@ -198,8 +199,6 @@ def test_the_directory_routes_save_list_page_and_delete(clinic: QueueClient) -> 
     assert len(first["value"]) == 100
     link = urlsplit(first["@odata.nextLink"])
     params = dict(p.split("=", 1) for p in link.query.split("&"))
-    from urllib.parse import unquote
-
     rest = json.loads(
         organizers(
             "GET", source="pager", **{"$skiptoken": unquote(params["$skiptoken"])}
