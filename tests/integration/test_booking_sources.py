@@ -53,7 +53,8 @@ def calendly_post(body: dict[str, Any], secret: str = SECRET) -> func.HttpRespon
     raw = json.dumps(body).encode()
     header = signatures.sign(secret, int(time.time()), raw)
     headers = {"Content-Type": "application/json", "Calendly-Webhook-Signature": header}
-    return receive_source(source_request("booking", raw, headers))
+    answer: func.HttpResponse = receive_source(source_request("booking", raw, headers))
+    return answer
 
 
 def calcom_post(body: dict[str, Any], secret: str = SECRET) -> func.HttpResponse:
@@ -62,7 +63,8 @@ def calcom_post(body: dict[str, Any], secret: str = SECRET) -> func.HttpResponse
         "Content-Type": "application/json",
         "X-Cal-Signature-256": calcom.signature(secret, raw),
     }
-    return receive_source(source_request("cal", raw, headers))
+    answer: func.HttpResponse = receive_source(source_request("cal", raw, headers))
+    return answer
 
 
 def record(external_id: str) -> dict[str, Any]:
