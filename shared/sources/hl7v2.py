@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import codecs
 import hashlib
 import hmac
 import re
@@ -88,6 +89,7 @@ _UNITS = {
     **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), 3600),
 }
 _MAX_DURATION_SECONDS = 366 * 24 * 3600  # past 24 h the document's own rule refuses it
+_NOT_CHARSETS = frozenset({"idna", "punycode", "undefined", "mbcs", "oem"})
 _MSA_TEXT = 80  # MSA-3's length in every version
 _MAX_ERRORS = 10
 _TABLE_0357 = {
@@ -278,9 +280,22 @@ class _Refusal(Exception):
         self.detail = detail
 
 
-def _decode(body: bytes, name: str) -> str | None:
+def _codec(name: str) -> str | None:
+    """The Python codec for a charset name, when it is a character set (not `idna`, `base64`,
+    `unicode_escape` ...: codecs Python has for other jobs)."""
     try:
-        return body.decode(name)
+        codec = codecs.lookup(name).name
+    except LookupError:
+        return None
+    return None if codec in _NOT_CHARSETS or "escape" in codec else codec
+
+
+def _decode(body: bytes, name: str) -> str | None:
+    codec = _codec(name)
+    if codec is None:
+        return None
+    try:
+        return body.decode(codec)
     except (LookupError, ValueError):
         return None
 
@@ -308,7 +323,10 @@ def _delimiters(msh: str) -> tuple[AckContext, _Refusal | None]:
         or not all(_is_delimiter(c) for c in encoding)
         or len(set(chars)) != len(chars)
     ):
-        return replace(default, field_separator=separator), _Refusal(
+        # The ACK keeps the sender's field separator when it cannot clash with the defaults.
+        if separator not in default.encoding_characters:
+            default = replace(default, field_separator=separator)
+        return default, _Refusal(
             "MSH-2",
             "must be four or five distinct encoding characters, e.g. ^~\\&",
             "MSH-2 does not hold the encoding characters",
