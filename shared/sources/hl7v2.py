@@ -642,14 +642,15 @@ class Hl7v2Kind:
         now: float,
         tolerance_seconds: int,
     ) -> None:
-        keys = [s.encode("utf-8") for s in secrets if s]
+        usable = [s for s in secrets if s]  # an empty secret would let an empty key through
+        keys = [s.encode("utf-8") for s in usable]
         signature = headers.get("x-signature")
         authorization = headers.get("authorization", "").strip()
         matched = False
         if signature and keys:
             try:
                 signatures.verify(
-                    signature, body, secrets, now=now, tolerance_seconds=tolerance_seconds
+                    signature, body, usable, now=now, tolerance_seconds=tolerance_seconds
                 )
                 matched = True
             except signatures.SignatureError:

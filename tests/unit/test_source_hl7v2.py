@@ -769,6 +769,17 @@ def test_bad_credentials_fail_with_a_challenge(headers: dict[str, str]) -> None:
     assert "one" not in str(caught.value)
 
 
+def test_empty_secret_never_signs() -> None:
+    with pytest.raises(AuthenticationError):
+        KIND.authenticate(
+            {"x-signature": signatures.sign("", NOW, b"x")},
+            b"x",
+            ("",),
+            now=NOW,
+            tolerance_seconds=300,
+        )
+
+
 def test_empty_secrets_never_match() -> None:
     with pytest.raises(AuthenticationError):
         KIND.authenticate({"authorization": "Bearer "}, b"", ("",), now=NOW, tolerance_seconds=300)
