@@ -33,6 +33,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +42,7 @@ from types import FrameType
 from typing import Final, Literal
 from urllib.parse import urlsplit
 
+from devtools import samples
 from devtools.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
 from devtools.graph_emulator import GraphEmulator, SeededUser
 from devtools.local_host import BANNER, LocalHost, UnsupportedFunction, index, load_function_app
@@ -58,6 +61,10 @@ STORAGE_SETTING: Final = "AzureWebJobsStorage"
 LOOPBACK: Final = frozenset({"127.0.0.1", "localhost", "::1"})
 
 HostKind = Literal["auto", "func", "local"]
+
+log = logging.getLogger("devtools.run")
+# The appointment id in examples/siu-s12.hl7 (SCH-2), shown in the banner's `status` line.
+EXAMPLE_HL7_ID: Final = "EX-1001"
 
 
 class StartupError(RuntimeError):
@@ -163,7 +170,7 @@ class StackOptions:
     port: int = DEFAULT_PORT
     host_kind: HostKind = "auto"
     use_emulator: bool = True  # when GRAPH_BASE_URL is a loopback URL (see _start_emulator)
-    seed: bool = True
+    seed: bool = True  # seeded organizers, the sample sources and their directory entries
     azurite_location: Path = AZURITE_DATA
     keep_data: bool = False  # keep Azurite's data even when the (empty) emulator starts
     fresh_app: bool = False  # tests: index a private copy of function_app (see local_host)
@@ -190,6 +197,10 @@ class LocalStack:
         self.azurite = azurite
         self.emulator = emulator
         self.organizers: list[SeededUser] = []
+        # The sample sources this run added (devtools.samples) and the directory it loaded.
+        self.sample_sources: list[samples.SampleSource] = []
+        self.directory: list[tuple[str, str, str]] = []
+        self.directory_error: str | None = None
         self.storage_cleared = False
         self.host_kind: Literal["func", "local"] | None = None
         self._owned: list[str] = []
@@ -204,6 +215,7 @@ class LocalStack:
         try:
             self._start_storage()
             self._start_emulator()
+            self._add_sample_sources()
             self._apply_environment()
             self._start_host()
         except BaseException:
@@ -280,6 +292,64 @@ class LocalStack:
         else:
             self.organizers = self.emulator.users()
         self.values.update(self.emulator.environment())
+
+    def _add_sample_sources(self) -> None:
+        """One source of each kind, unless local.settings.json configures that name itself."""
+        if not self.options.seed:
+            return
+        present = samples.configured_source_names(self.values)
+        for source in samples.SOURCES:
+            if source.name not in present:
+                self.values.update(source.settings())
+                self.sample_sources.append(source)
+
+    def load_directory(
+        self, timeout: float = 30.0, stopping: Callable[[], bool] = lambda: False
+    ) -> None:
+        """PUT the sample directory entries for the seeded organizers, through the app's route.
+
+        Called once the app answers (after `start()`: it is a request like any other, and
+        Ctrl-C meanwhile is a normal stop, not an interrupted start-up). Only when this run
+        seeded the emulator (the entries name its users) and configured the sample HL7 source.
+        A failure is reported in the banner, never a failed start: the app itself runs, and
+        `devtools.cli organizers put` can load the entries later.
+        """
+        seeded = {user.user_principal_name for user in self.organizers}
+        configured = {source.name for source in self.sample_sources}
+        entries = [
+            entry for entry in samples.DIRECTORY if entry[0] in configured and entry[2] in seeded
+        ]
+        if not self.options.seed or not entries:
+            return
+        body = json.dumps(
+            [{"source": s, "identifier": i, "user": u} for s, i, u in entries]
+        ).encode("utf-8")
+        deadline = time.monotonic() + timeout
+        while True:
+            request = urllib.request.Request(  # noqa: S310 - our own loopback app
+                f"{self.base_url}/api/organizers",
+                data=body,
+                method="PUT",
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+                    response.read()
+                self.directory = entries
+                return
+            except urllib.error.HTTPError as error:
+                # Core Tools may listen before it has indexed the functions (404 meanwhile).
+                detail = f"PUT /api/organizers answered {error.code}"
+                retry = error.code in (404, 502, 503)
+            except (urllib.error.URLError, OSError) as error:
+                detail = f"PUT /api/organizers failed: {error}"
+                retry = True
+            done = not retry or stopping() or not self.healthy()
+            if done or time.monotonic() > deadline:
+                self.directory_error = detail
+                log.warning("sample organizer directory not loaded: %s", detail)
+                return
+            time.sleep(0.5)
 
     def _apply_environment(self) -> None:
         """Put the settings in the environment, as the host does for the worker."""
@@ -395,18 +465,59 @@ class LocalStack:
             graph = self.values.get("GRAPH_BASE_URL") or "https://graph.microsoft.com/v1.0"
             credential = self.values.get("GRAPH_CREDENTIAL") or "managedidentity"
             lines.append(f"Graph:     {graph}  (no emulator; GRAPH_CREDENTIAL={credential})")
+        lines += self._source_lines()
         url = "" if self.port == DEFAULT_PORT else f" --url {self.base_url}"
+        cli = f"{python} -m devtools.cli"
         lines += [
             "",
             "Try it (another terminal, in the repository):",
-            f"  {python} -m devtools.cli send examples/appointment.json{url}",
-            f"  {python} -m devtools.cli status example-appt-1001{url}",
-            f"  {python} -m devtools.cli send examples/reschedule.json{url}",
-            f"  {python} -m devtools.cli send examples/cancel.json{url}",
-            "",
-            "Press Ctrl-C to stop everything.",
+            f"  {cli} send examples/appointment.json{url}",
+            f"  {cli} status example-appt-1001{url}",
+            f"  {cli} send examples/reschedule.json{url}",
+            f"  {cli} send examples/cancel.json{url}",
         ]
+        added = {source.kind: source.name for source in self.sample_sources}
+        if "hl7v2" in added:
+            lines += [
+                f"  {cli} send-hl7 --source {added['hl7v2']} examples/siu-s12.hl7{url}",
+                f"  {cli} status {added['hl7v2']}:{EXAMPLE_HL7_ID}{url}",
+            ]
+        if "calendly" in added:
+            lines.append(
+                f"  {cli} send-calendly --source {added['calendly']} "
+                f"examples/calendly-invitee-created.json{url}"
+            )
+        if "calcom" in added:
+            lines.append(
+                f"  {cli} send-calcom --source {added['calcom']} "
+                f"examples/calcom-booking-created.json{url}"
+            )
+        lines += ["", "Press Ctrl-C to stop everything."]
         return "\n".join(lines)
+
+    def _source_lines(self) -> list[str]:
+        """Where each sender posts and what it signs with; the directory this run loaded."""
+        lines = ["", "Sources (POST /api/webhooks/{source}):"]
+        lines.append(
+            f"  {'appointments':<13} {'native':<9} /api/webhooks/appointments"
+            "  (secret: WEBHOOK_SECRETS in the settings)"
+        )
+        added = {source.name for source in self.sample_sources}
+        for name in sorted(samples.configured_source_names(self.values)):
+            if name == "appointments":
+                continue
+            kind = next(
+                (v for k, v in self.values.items() if k.lower() == f"sources__{name}__kind"), "?"
+            )
+            sample = samples.sample_secret(name) if name in added else None
+            secret = f"secret: {sample}" if sample else "secret: from the settings"
+            lines.append(f"  {name:<13} {kind.lower():<9} /api/webhooks/{name}  ({secret})")
+        if self.directory:
+            lines += ["", "Organizer directory (PUT /api/organizers):"]
+            lines += [f"  {s} {i:<6} -> {u}" for s, i, u in self.directory]
+        elif self.directory_error:
+            lines += ["", f"Organizer directory NOT loaded: {self.directory_error}"]
+        return lines
 
     # ----------------------------------------------------------------- stop
 
@@ -547,6 +658,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     running = True
     try:
+        stack.load_directory(stopping=stop.is_set)
         print(stack.banner(_python_hint()), flush=True)
         while not stop.wait(0.5):
             if not stack.healthy():

@@ -206,7 +206,9 @@ def test_cli_picks_the_content_type_and_the_secret(
 def test_examples_are_valid_documents() -> None:
     from shared.documents import parse_document
 
-    for path in sorted(EXAMPLES.glob("*.json")):
+    # Sender-shaped examples (Calendly, Cal.com) are read by their source kind, not as documents.
+    native = [p for p in EXAMPLES.glob("*.json") if not p.name.startswith(("calendly-", "calcom-"))]
+    for path in sorted(native):
         value = json.loads(path.read_text())
         events = value if isinstance(value, list) else [value]
         for event in events:
