@@ -141,8 +141,7 @@ def test_a_repeated_msh10_is_a_duplicate_and_an_equal_msh7_is_applied_in_order(
         "C9",
         **{"202601021126+0100": "202601011120+0100"},
     )
-    answer = json.loads(json.dumps(str(ack(send(moved)).segment("MSA")[1])))
-    assert answer == "AA"
+    assert str(ack(send(moved)).segment("MSA")[1]) == "AA"
     run(epic, poison)
     shown = record(f"epic:{appointment}")
     assert shown["startDateTime"] == "2026-01-06T09:30:00+01:00"
