@@ -69,6 +69,14 @@ ACK_CODES: Final = {
     "CE": "commit error",
     "CR": "commit reject",
 }
+# ERR fields worth naming (v2.5+): where, which error, how bad, and the text for a person.
+ERR_FIELDS: Final = {
+    2: " (location)",
+    3: " (error code)",
+    4: " (severity)",
+    7: " (diagnostic)",
+    8: " (user message)",
+}
 SHORTHANDS: Final = {
     "json": JSON,
     "cloudevent": CLOUDEVENT,
@@ -406,10 +414,9 @@ def describe_ack(payload: bytes) -> list[str] | None:
         return None
     field = segments[0][3]
     encoding = segments[0][4:8]
-    component = encoding[0]
     separators = {
         "field": field,
-        "component": component,
+        "component": encoding[0],
         "repetition": encoding[1],
         "subcomponent": encoding[3],
     }
@@ -428,7 +435,7 @@ def describe_ack(payload: bytes) -> list[str] | None:
                 lines.append(f"MSA-3: {values[2]}")
         elif fields[0] == "ERR":
             readable = [
-                f"ERR-{number}: {_unescape(value, separators, escape).replace(component, ' ^ ')}"
+                f"ERR-{number}{ERR_FIELDS.get(number, '')}: {_unescape(value, separators, escape)}"
                 for number, value in enumerate(fields[1:], start=1)
                 if value
             ]
