@@ -36,6 +36,7 @@ from tests.support import encode
 DEADLINE_SECONDS = 30.0
 START_SECONDS = 60.0
 SECRET = "e2e-secret-0123456789"
+READY_LINE = "Press Ctrl-C to stop everything."
 APP_SETTINGS = (
     "AzureWebJobsStorage",
     "WEBHOOK_SECRETS",
@@ -115,13 +116,18 @@ def start_stack(folder: Path) -> RunningStack:
         if process.poll() is not None:
             pytest.fail(f"devtools.run exited at start:\n{stack.output()}")
         try:
-            if httpx.get(f"{stack.base_url}/api/health").status_code == 200:
+            # Up means what a developer sees: the app answers and the banner is printed (it
+            # comes after the sample organizer directory is loaded).
+            healthy = httpx.get(f"{stack.base_url}/api/health").status_code == 200
+            if healthy and READY_LINE in stack.output():
                 return stack
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
             stop_stack(stack)
-            pytest.fail(f"devtools.run did not answer /api/health:\n{stack.output()}")
+            pytest.fail(
+                f"devtools.run did not answer /api/health or print its banner:\n{stack.output()}"
+            )
         time.sleep(0.2)
 
 
