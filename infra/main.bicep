@@ -60,6 +60,7 @@ var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(r
 var queueName = 'appointment-events'
 var poisonQueueName = 'appointment-events-poison'
 var tableName = 'appointments'
+var directoryTableName = 'organizers'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
@@ -103,6 +104,7 @@ module storage 'app/storage.bicep' = {
     queueName: queueName
     poisonQueueName: poisonQueueName
     tableName: tableName
+    directoryTableName: directoryTableName
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
   }
 }

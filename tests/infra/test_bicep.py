@@ -10,7 +10,13 @@ from typing import Any
 
 import pytest
 
-from shared.settings import queue_semantics
+from shared.settings import (
+    DIRECTORY_TABLE_NAME,
+    POISON_QUEUE_NAME,
+    QUEUE_NAME,
+    TABLE_NAME,
+    queue_semantics,
+)
 
 from .bicep_tree import (
     INFRA_DIR,
@@ -134,10 +140,27 @@ def test_queues_and_table_are_created_with_the_app_names() -> None:
     passed = _module_params("storage")
     main_names = {resolve(_main(), passed[p]) for p in queue_params | table_params}
     module_defaults = {resolve(storage, p) for p in queue_params | table_params}
-    expected = {"appointment-events", "appointment-events-poison", "appointments"}
+    expected = {QUEUE_NAME, POISON_QUEUE_NAME, TABLE_NAME, DIRECTORY_TABLE_NAME}
     assert main_names == expected
     assert module_defaults == expected
-    assert {resolve(storage, p) for p in table_params} == {"appointments"}
+    assert {resolve(storage, p) for p in table_params} == {TABLE_NAME, DIRECTORY_TABLE_NAME}
+
+
+def test_organizer_directory_table_is_declared_and_output() -> None:
+    storage = tree("app/storage.bicep")
+    tables = resources(storage, "Microsoft.Storage/storageAccounts/tableServices/tables")
+    directory = body(tables["directoryTable"])
+    assert directory["parent"] == "tableService"
+    assert resolve(storage, directory["name"]) == DIRECTORY_TABLE_NAME
+    assert accessor_path(storage["outputs"]["directoryTableName"]["value"]) == [
+        "directoryTable",
+        "name",
+    ]
+    # The table role is granted on the whole account, so it covers this table too.
+    rbac = tree("app/rbac.bicep")
+    assert body(rbac["resources"]["tableContributor"])["scope"] == "storage"
+    # The app uses a fixed name (no setting): nothing to pass to the function app.
+    assert not any("organizers" in s.lower() for s in strings(_app_settings()))
 
 
 # --- the function app -------------------------------------------------------------------------
