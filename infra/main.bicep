@@ -25,6 +25,16 @@ param resourceGroupName string = ''
 @minLength(32)
 param webhookSecrets string
 
+// Each item: { name, kind, timeZone?, phoneRegion?, subject?, sendSms?, sendEmail?, sendSmsReminder? }.
+// name: 1-32 of a-z0-9, not `appointments` (Bicep checks the length; the app, the characters).
+// kind: native, hl7v2, calendly or calcom. app/sources.bicep declares and checks the type.
+@description('Named sources (SPEC "Sources"): one POST /api/webhooks/{name} route each, with SOURCES__{name}__... settings.')
+param sources array = []
+
+@description('JSON object: source name -> its comma-separated secrets (azd env SOURCE_SECRETS). Stored only in Key Vault.')
+@secure()
+param sourceSecrets string = ''
+
 @description('Grant VirtualAppointmentNotification.Send so the app can send SMS (needs Teams Premium).')
 param enableSms bool = false
 
@@ -60,6 +70,8 @@ var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(r
 var queueName = 'appointment-events'
 var poisonQueueName = 'appointment-events-poison'
 var tableName = 'appointments'
+var directoryTableName = 'organizers'
+var keyVaultName = '${abbrs.keyVaultVaults}${resourceToken}'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
   name: !empty(resourceGroupName) ? resourceGroupName : '${abbrs.resourcesResourceGroups}${environmentName}'
@@ -103,7 +115,18 @@ module storage 'app/storage.bicep' = {
     queueName: queueName
     poisonQueueName: poisonQueueName
     tableName: tableName
+    directoryTableName: directoryTableName
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
+  }
+}
+
+// Checks `sources` and derives their settings; it deploys nothing, so it fails before anything exists.
+module sourceConfig 'app/sources.bicep' = {
+  name: 'sources'
+  scope: rg
+  params: {
+    sources: sources
+    keyVaultName: keyVaultName
   }
 }
 
@@ -111,10 +134,13 @@ module keyVault 'app/keyvault.bicep' = {
   name: 'keyvault'
   scope: rg
   params: {
-    name: '${abbrs.keyVaultVaults}${resourceToken}'
+    name: keyVaultName
     location: location
     tags: tags
     webhookSecrets: webhookSecrets
+    sourceNames: sourceConfig.outputs.names
+    sourceEntryNames: sourceConfig.outputs.entryNames
+    sourceSecrets: empty(sourceSecrets) ? {} : json(sourceSecrets)
   }
 }
 
@@ -127,6 +153,7 @@ module rbac 'app/rbac.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     keyVaultName: keyVault.outputs.name
     keyVaultEntryName: keyVault.outputs.webhookEntryName
+    sourceEntryNames: keyVault.outputs.sourceEntryNames
   }
 }
 
@@ -144,6 +171,7 @@ module api 'app/api.bicep' = {
     deploymentContainerName: storage.outputs.deploymentContainerName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     webhookReferenceUri: keyVault.outputs.webhookReferenceUri
+    sourceSettings: sourceConfig.outputs.appSettings
     graphBaseUrl: graphBaseUrl
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB

@@ -320,7 +320,7 @@ def _applied_to_entity(external_id: str, state: AppliedState) -> dict[str, Any]:
     }
 
 
-def _organizer_key(user_principal_name: str) -> str:
+def organizer_key(user_principal_name: str) -> str:
     """The cache row's key: hashed, since a guest's UPN holds `#`, which a key cannot."""
     digest = hashlib.sha256(user_principal_name.lower().encode("utf-8")).hexdigest()
     return f"upn:{digest}"
@@ -556,12 +556,12 @@ class AppointmentStore:
         return str(written["etag"])
 
     def cached_organizer_id(self, user_principal_name: str) -> str | None:
-        entity = self._get(_organizer_key(user_principal_name), ORGANIZER)
+        entity = self._get(organizer_key(user_principal_name), ORGANIZER)
         return None if entity is None else str(entity["ObjectId"])
 
     def cache_organizer_id(self, user_principal_name: str, object_id: str) -> None:
         entity = {
-            "PartitionKey": _organizer_key(user_principal_name),
+            "PartitionKey": organizer_key(user_principal_name),
             "RowKey": ORGANIZER,
             "ObjectId": object_id,
         }

@@ -1,6 +1,7 @@
 // The function app on the Flex Consumption plan (FC1, Linux, Python 3.11). Every connection is
 // identity-based through one user-assigned identity: host storage, the deployment package, App
-// Insights, the Key Vault reference for WEBHOOK_SECRETS and, in the app's code, Microsoft Graph.
+// Insights, the Key Vault references for WEBHOOK_SECRETS and the sources' secrets and, in the app's
+// code, Microsoft Graph.
 
 @description('Function app name; also the host name prefix.')
 param name string
@@ -34,6 +35,9 @@ param applicationInsightsName string
 
 @description('Versionless URI of the Key Vault secret that holds the webhook HMAC secrets.')
 param webhookReferenceUri string
+
+@description('SOURCES__{name}__... settings of the named sources (app/sources.bicep builds them).')
+param sourceSettings object = {}
 
 @description('Microsoft Graph base URL (national clouds use another host).')
 param graphBaseUrl string
@@ -136,7 +140,8 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222: False positive: public network access is set on the site (see the skip there).
   parent: functionApp
   name: 'appsettings'
-  properties: {
+  // The named sources' settings are added to these (their names all start SOURCES__).
+  properties: union({
     // Identity-based host storage: no AccountKey, no connection string anywhere.
     AzureWebJobsStorage__credential: 'managedidentity'
     AzureWebJobsStorage__clientId: identityClientId
@@ -154,7 +159,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // in flight (host.json), plus 8 threads for the HTTP functions: 32. A test in tests/infra
     // derives the 24 from host.json (checkov's parser fails on comment blocks of 5+ lines here).
     PYTHON_THREADPOOL_THREAD_COUNT: '32'
-  }
+  }, sourceSettings)
 }
 
 // Basic-auth publishing (FTP and SCM user/password) off: azd deploys with an Entra ID token.

@@ -1,6 +1,6 @@
-// The webhook HMAC secrets live here, not in app settings: the function app reads them through a
-// Key Vault reference with its user-assigned identity, which holds Key Vault Secrets User on this
-// one secret only (see rbac.bicep).
+// The webhook HMAC secrets and each named source's secrets live here, not in app settings: the
+// function app reads them through Key Vault references with its user-assigned identity, which
+// holds Key Vault Secrets User on these secrets only (see rbac.bicep).
 
 @description('Key Vault name (3-24 characters).')
 param name string
@@ -14,6 +14,16 @@ param tags object = {}
 @description('Comma-separated HMAC secrets the scheduling system signs webhooks with.')
 @secure()
 param webhookSecrets string
+
+@description('Named sources, in the order of sourceEntryNames (app/sources.bicep outputs both).')
+param sourceNames array = []
+
+@description('Key Vault secret name of each source, in the order of sourceNames.')
+param sourceEntryNames array = []
+
+@description('Comma-separated secrets of each source, by source name; every source needs an entry.')
+@secure()
+param sourceSecrets object
 
 @description('Days a deleted vault or secret stays recoverable (7-90). Purge protection keeps it that long.')
 @minValue(7)
@@ -62,9 +72,25 @@ resource webhookSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = {
   }
 }
 
+// Holds SOURCES__{name}__SECRETS of each named source.
+resource sourceSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [for (sourceName, i) in sourceNames: {
+  // checkov:skip=CKV_AZURE_41: Same as webhook-secrets: rotation is documented; an expiry would fail the source closed.
+  parent: vault
+  name: sourceEntryNames[i]
+  properties: {
+    value: sourceSecrets[sourceName]
+    contentType: 'text/plain; comma-separated secrets'
+    attributes: {
+      enabled: true
+    }
+  }
+}]
+
 output id string = vault.id
 output name string = vault.name
 output vaultUri string = vault.properties.vaultUri
 output webhookEntryName string = webhookSecret.name
 // Versionless URI: a Key Vault reference to it follows rotations (see docs/deploy.md).
 output webhookReferenceUri string = webhookSecret.properties.secretUri
+// The secrets rbac.bicep grants access to (deployed, so the grants wait for them).
+output sourceEntryNames array = [for (sourceName, i) in sourceNames: sourceSecret[i].name]

@@ -16,6 +16,9 @@ param keyVaultName string
 @description('Name of the Key Vault secret the app reads through its Key Vault reference.')
 param keyVaultEntryName string
 
+@description('Key Vault secret names of the named sources (SOURCES__{name}__SECRETS).')
+param sourceEntryNames array = []
+
 // Built-in role definition ids (stable across tenants).
 // Storage Blob Data Owner: host leases, keys and the deployment package container.
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
@@ -25,7 +28,7 @@ var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 // Monitoring Metrics Publisher: Entra ID-authenticated telemetry (App Insights local auth is off).
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
-// Key Vault Secrets User: read secret values, here only the webhook secret.
+// Key Vault Secrets User: read secret values, here only the webhook and source secrets.
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -44,6 +47,11 @@ resource webhookEntry 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = 
   parent: vault
   name: keyVaultEntryName
 }
+
+resource sourceEntries 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = [for entryName in sourceEntryNames: {
+  parent: vault
+  name: entryName
+}]
 
 resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, principalId, storageBlobDataOwner)
@@ -95,3 +103,14 @@ resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalType: 'ServicePrincipal'
   }
 }
+
+// One per source, each scoped to that source's secret as above.
+resource sourceSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (entryName, i) in sourceEntryNames: {
+  name: guid(sourceEntries[i].id, principalId, keyVaultSecretsUser)
+  scope: sourceEntries[i]
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}]

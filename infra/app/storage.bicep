@@ -1,5 +1,5 @@
 // Host storage and the app's own state: the deployment package container, the work queue and its
-// poison queue, and the status table. Shared keys are off, so every caller (the Functions host,
+// poison queue, the status table and the organizer directory table. Shared keys are off, so every caller (the Functions host,
 // the app, the platform's deployment) authenticates with Entra ID.
 
 @description('Storage account name (3-24 lowercase letters and digits).')
@@ -22,6 +22,9 @@ param poisonQueueName string = 'appointment-events-poison'
 
 @description('Table that holds one status record per appointment.')
 param tableName string = 'appointments'
+
+@description('Table of the organizer directory (shared/settings.py DIRECTORY_TABLE_NAME).')
+param directoryTableName string = 'organizers'
 
 @description('Replication. ZRS where the region offers it; LRS keeps the template deployable everywhere.')
 @allowed([
@@ -131,6 +134,12 @@ resource statusTable 'Microsoft.Storage/storageAccounts/tableServices/tables@202
   name: tableName
 }
 
+// The app also creates it when missing; provisioned here so it exists before the first request.
+resource directoryTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: directoryTableName
+}
+
 // Read, write and delete logs of the queue service (who touched the appointment queues).
 resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'queue-to-log-analytics'
@@ -163,3 +172,4 @@ output deploymentContainerName string = deploymentContainer.name
 output queueName string = workQueue.name
 output poisonQueueName string = poisonQueue.name
 output tableName string = statusTable.name
+output directoryTableName string = directoryTable.name

@@ -10,10 +10,19 @@ from typing import Any
 
 import pytest
 
-from shared.settings import queue_semantics
+from shared.settings import (
+    _SOURCE_SETTINGS,
+    DIRECTORY_TABLE_NAME,
+    POISON_QUEUE_NAME,
+    QUEUE_NAME,
+    TABLE_NAME,
+    queue_semantics,
+)
+from shared.sources.base import DEFAULT_SOURCE, KINDS
 
 from .bicep_tree import (
     INFRA_DIR,
+    REPO_ROOT,
     Tree,
     accessor_path,
     all_resources,
@@ -33,6 +42,7 @@ from .bicep_tree import (
 
 GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 GRAPH_MODULE = "app/graph-permissions.bicep"
+SOURCES_MODULE = "app/sources.bicep"
 
 # Built-in Azure role definition ids the app's identity must hold, by role name.
 BLOB_DATA_OWNER = "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"
@@ -104,6 +114,9 @@ def test_parameters_file_matches_main() -> None:
     assert params["location"]["value"] == "${AZURE_LOCATION}"
     # The secret comes from the azd environment, never a literal in the repository.
     assert params["webhookSecrets"]["value"] == "${WEBHOOK_SECRETS}"
+    assert params["sourceSecrets"]["value"] == "${SOURCE_SECRETS}"
+    # No named source unless the operator lists them; the file holds no secret for them.
+    assert params["sources"]["value"] == []
 
 
 # --- storage ----------------------------------------------------------------------------------
@@ -134,10 +147,27 @@ def test_queues_and_table_are_created_with_the_app_names() -> None:
     passed = _module_params("storage")
     main_names = {resolve(_main(), passed[p]) for p in queue_params | table_params}
     module_defaults = {resolve(storage, p) for p in queue_params | table_params}
-    expected = {"appointment-events", "appointment-events-poison", "appointments"}
+    expected = {QUEUE_NAME, POISON_QUEUE_NAME, TABLE_NAME, DIRECTORY_TABLE_NAME}
     assert main_names == expected
     assert module_defaults == expected
-    assert {resolve(storage, p) for p in table_params} == {"appointments"}
+    assert {resolve(storage, p) for p in table_params} == {TABLE_NAME, DIRECTORY_TABLE_NAME}
+
+
+def test_organizer_directory_table_is_declared_and_output() -> None:
+    storage = tree("app/storage.bicep")
+    tables = resources(storage, "Microsoft.Storage/storageAccounts/tableServices/tables")
+    directory = body(tables["directoryTable"])
+    assert directory["parent"] == "tableService"
+    assert resolve(storage, directory["name"]) == DIRECTORY_TABLE_NAME
+    assert accessor_path(storage["outputs"]["directoryTableName"]["value"]) == [
+        "directoryTable",
+        "name",
+    ]
+    # The table role is granted on the whole account, so it covers this table too.
+    rbac = tree("app/rbac.bicep")
+    assert body(rbac["resources"]["tableContributor"])["scope"] == "storage"
+    # The app uses a fixed name (no setting): nothing to pass to the function app.
+    assert not any("organizers" in s.lower() for s in strings(_app_settings()))
 
 
 # --- the function app -------------------------------------------------------------------------
@@ -153,12 +183,22 @@ def _site() -> dict[str, Any]:
     return body(next(iter(sites.values())))
 
 
-def _app_settings() -> dict[str, Any]:
+def _app_settings_union() -> dict[str, Any]:
+    """The parameters of `union({...fixed settings...}, sourceSettings)` in the appsettings."""
     configs = resources(_api(), "Microsoft.Web/sites/config")
     settings = [body(c) for c in configs.values() if body(c)["name"] == "appsettings"]
     assert len(settings) == 1, "one appsettings resource holds every setting"
-    props: dict[str, Any] = settings[0]["properties"]
-    return props
+    function = settings[0]["properties"]["function"]
+    assert function["type"] == "union"
+    parameters: dict[str, Any] = function["parameters"]
+    return parameters
+
+
+def _app_settings() -> dict[str, Any]:
+    """The fixed settings (the named sources' ones are added to these, see the sources tests)."""
+    fixed = _app_settings_union()["arg_1"]
+    assert isinstance(fixed, dict)
+    return fixed
 
 
 def test_plan_is_flex_consumption_fc1() -> None:
@@ -299,13 +339,186 @@ def test_key_vault_is_rbac_only_with_purge_protection() -> None:
 
 def test_webhook_secret_value_is_a_secure_parameter() -> None:
     kv = tree("app/keyvault.bicep")
-    (secret,) = resources(kv, "Microsoft.KeyVault/vaults/secrets").values()
+    secret = resources(kv, "Microsoft.KeyVault/vaults/secrets")["webhookSecret"]
     assert body(secret)["name"] == "webhook-secrets"
     source = body(secret)["properties"]["value"]
     assert source in kv["parameters"]
     assert "secure" in decorator_types(kv["parameters"][source])
     assert "secure" in decorator_types(_main()["parameters"]["webhookSecrets"])
     assert _module_params("keyVault")[source] == "webhookSecrets"
+
+
+# --- named sources ------------------------------------------------------------------------
+
+# The `source` type of app/sources.bicep: field -> type (pycep drops the `?` of optional ones).
+SOURCE_FIELDS = {
+    "name": "sourceName",
+    "kind": "sourceKind",
+    "timeZone": "string",
+    "phoneRegion": "phoneRegion",
+    "subject": "subject",
+    "sendSms": "bool",
+    "sendEmail": "bool",
+    "sendSmsReminder": "bool",
+}
+
+
+def _sources_module() -> Tree:
+    return tree(SOURCES_MODULE)
+
+
+def _lambda(node: Any) -> tuple[str, Any]:
+    """(variable, expression) of a one-variable lambda."""
+    assert node["type"] == "lambda_expression"
+    detail = node["detail"]
+    return detail["var_1"], detail["expression"]
+
+
+def _decorators(declaration: dict[str, Any]) -> dict[str, Any]:
+    return {d["type"]: d.get("argument") for d in declaration["decorators"]}
+
+
+def test_sources_parameter_defaults_to_none_and_feeds_the_sources_module() -> None:
+    param = _main()["parameters"]["sources"]
+    assert param["type"] == "array"
+    assert param["default"] == []
+    assert "description" in decorator_types(param)
+    module = _main()["modules"]["sourceConfig"]
+    assert module["detail"]["path"] == SOURCES_MODULE
+    # Only main's own values: no module output, so it runs (and fails) before anything exists.
+    assert _module_params("sourceConfig") == {"sources": "sources", "keyVaultName": "keyVaultName"}
+    assert "dependsOn" not in body(module)
+    assert _module_params("keyVault")["name"] == "keyVaultName"
+
+
+def test_source_type_allows_the_app_kinds_and_bounds_the_fields() -> None:
+    types = _sources_module()["types"]
+    assert set(types["sourceKind"]["value"].split(" | ")) == set(KINDS)
+    assert _decorators(types["sourceName"]) == {"min_length": 1, "max_length": 32}
+    assert _decorators(types["phoneRegion"]) == {"min_length": 2, "max_length": 2}
+    assert _decorators(types["subject"]) == {"min_length": 1, "max_length": 255}
+    assert types["source"]["value"] == SOURCE_FIELDS
+    assert _sources_module()["parameters"]["sources"]["type"] == {
+        "type": "array",
+        "item_type": "source",
+    }
+    # Read from the text: only name and kind are required.
+    text = (INFRA_DIR / SOURCES_MODULE).read_text(encoding="utf-8")
+    block = text.split("type source = {", 1)[1].split("\n}", 1)[0]
+    fields = dict(re.findall(r"^  (\w+): \w+(\??)$", block, re.MULTILINE))
+    assert set(fields) == set(SOURCE_FIELDS)
+    assert {f for f, optional in fields.items() if not optional} == {"name", "kind"}
+    # The name pattern cannot be a Bicep check: it is documented where the operator looks.
+    for file in ("main.bicep", SOURCES_MODULE):
+        source_text = (INFRA_DIR / file).read_text(encoding="utf-8")
+        assert "a-z0-9" in source_text, file
+        assert f"`{DEFAULT_SOURCE}`" in source_text, file
+
+
+def test_each_source_becomes_its_sources_settings() -> None:
+    variables = _sources_module()["variables"]
+    builder = variables["sourceSettings"]["value"]["function"]
+    assert builder["type"] == "map"
+    over = builder["parameters"]["arg_1"]["function"]
+    assert over["type"] == "range"
+    assert functions(over["parameters"]["count"]) == ["length"]
+    assert "sources" in strings(over["parameters"]["count"])
+    index, entries = _lambda(builder["parameters"]["arg_2"])
+    assert index == "i"
+    by_key = {e["key"]: e["value"] for e in entries}
+    prefix = "SOURCES__${sources[i].name}__"
+    assert set(by_key) == {prefix + s for s in _SOURCE_SETTINGS}
+    assert "kind" in strings(by_key[prefix + "KIND"])
+    for switch in ("SENDSMS", "SENDEMAIL", "SENDSMSREMINDER"):
+        assert functions(by_key[prefix + switch])[0] == "string", switch  # 'true' / 'false'
+    # Every entry of every source, plus the callback hook (empty until callbacks exist), with
+    # the unset optional ones left out so the app's defaults apply.
+    assert variables["callbackSettings"]["value"] == []
+    combined = variables["entries"]["value"]["function"]
+    assert combined["type"] == "filter"
+    assert set(functions(combined["parameters"]["input_array"])) == {"concat", "flatten"}
+    assert {"sourceSettings", "callbackSettings"} <= set(strings(combined["parameters"]))
+    assert "empty" in functions(combined["parameters"]["expression"])
+    output = _sources_module()["outputs"]["appSettings"]
+    assert output["type"] == "object"
+    to_object = output["value"]["function"]
+    assert to_object["type"] == "toObject"
+    assert to_object["parameters"]["arg_1"] == "entries"
+    # The function app writes them next to its fixed settings, which never start SOURCES__.
+    assert _app_settings_union()["arg_2"] == "sourceSettings"
+    assert _api()["parameters"]["sourceSettings"]["default"] == {}
+    assert accessor_path(_module_params("api")["sourceSettings"]) == [
+        "sourceConfig",
+        "outputs",
+        "appSettings",
+    ]
+    assert not [k for k in _app_settings() if k.upper().startswith("SOURCES__")]
+
+
+def test_source_secrets_are_key_vault_references_never_values() -> None:
+    sources = _sources_module()
+    variables = sources["variables"]
+    # The setting names a versionless secret URI, never a value.
+    secret_setting = "@Microsoft.KeyVault(SecretUri=${referenceUris[i]})"
+    assert secret_setting in strings(variables["sourceSettings"])
+    uris = variables["referenceUris"]["value"]["function"]
+    assert (uris["type"], uris["parameters"]["arg_1"]) == ("map", "entryNames")
+    name, uri = _lambda(uris["parameters"]["arg_2"])
+    assert uri == (
+        "https://${keyVaultName}${environment().suffixes.keyvaultDns}/secrets/${" + name + "}"
+    )
+    names = variables["entryNames"]["value"]["function"]
+    item, secret_name = _lambda(names["parameters"]["arg_2"])
+    assert secret_name == "source-${" + item + ".name}-secrets"
+    assert sources["outputs"]["entryNames"]["value"] == "entryNames"
+    # The module never sees a secret.
+    assert not [p for p in sources["parameters"] if SECRETISH.search(p)]
+    assert not [s for s in strings(sources) if "sourceSecrets" in s]
+
+    # Key Vault creates exactly those secrets, valued from the secure parameter only.
+    kv = tree("app/keyvault.bicep")
+    secret = resources(kv, "Microsoft.KeyVault/vaults/secrets")["sourceSecret"]
+    loop = secret["config"]["loop_type"]["detail"]
+    assert loop["array_name"] == "sourceNames"
+    cfg = body(secret)
+    assert cfg["parent"] == "vault"
+    assert cfg["name"]["operator"]["operands"] == {
+        "operand_1": "sourceEntryNames",
+        "operand_2": loop["index_name"],
+    }
+    value = cfg["properties"]["value"]["operator"]
+    assert value["type"] == "index_accessor"
+    assert value["operands"] == {"operand_1": "sourceSecrets", "operand_2": loop["item_name"]}
+    assert "secure" in decorator_types(kv["parameters"]["sourceSecrets"])
+    passed = _module_params("keyVault")
+    assert accessor_path(passed["sourceNames"]) == ["sourceConfig", "outputs", "names"]
+    assert accessor_path(passed["sourceEntryNames"]) == ["sourceConfig", "outputs", "entryNames"]
+    assert "json" in functions(passed["sourceSecrets"])
+    assert "sourceSecrets" in strings(passed["sourceSecrets"])
+    main_param = _main()["parameters"]["sourceSecrets"]
+    assert main_param["type"] == "string"
+    assert "secure" in decorator_types(main_param)
+    assert main_param["default"] == ""
+
+    # The grants follow the deployed secrets, and the app waits for the grants.
+    out = kv["outputs"]["sourceEntryNames"]["value"]
+    assert out["loop_type"]["detail"]["array_name"] == "sourceNames"
+    assert accessor_path(_module_params("rbac")["sourceEntryNames"]) == [
+        "keyVault",
+        "outputs",
+        "sourceEntryNames",
+    ]
+    assert "rbac" in body(_main()["modules"]["api"])["dependsOn"]
+
+
+def test_sources_module_declares_no_resource_so_checkov_may_skip_it() -> None:
+    sources = _sources_module()
+    assert not sources.get("resources")
+    assert not sources.get("modules")
+    script = (REPO_ROOT / "scripts" / "check-infra.sh").read_text(encoding="utf-8")
+    assert f'SOURCES_MODULE="infra/{SOURCES_MODULE}"' in script
+    skipped = re.findall(r'--skip-path "\$(\w+)"', script)
+    assert skipped == ["GRAPH_MODULE", "SOURCES_MODULE"]
 
 
 # --- role assignments -------------------------------------------------------------------------
@@ -317,7 +530,18 @@ EXPECTED_ASSIGNMENTS = {
     "tableContributor": (TABLE_DATA_CONTRIBUTOR, "storage"),
     "metricsPublisher": (METRICS_PUBLISHER, "appInsights"),
     "secretsUser": (KV_SECRETS_USER, "webhookEntry"),
+    # One per named source, each on that source's secret (a loop: scope sourceEntries[i]).
+    "sourceSecretsUser": (KV_SECRETS_USER, "sourceEntries[]"),
 }
+
+
+def _scope(res: dict[str, Any]) -> str:
+    scope = body(res)["scope"]
+    if isinstance(scope, dict) and scope.get("operator", {}).get("type") == "index_accessor":
+        operands = scope["operator"]["operands"]
+        return f"{operands['operand_1']}[]"
+    assert isinstance(scope, str)
+    return scope
 
 
 def _role_id(t: Tree, assignment: dict[str, Any]) -> str:
@@ -334,7 +558,7 @@ def test_role_assignments_are_exactly_the_needed_ones() -> None:
     found = all_resources("Microsoft.Authorization/roleAssignments")
     assert {f for f, _, _ in found} == {"app/rbac.bicep"}
     rbac = tree("app/rbac.bicep")
-    actual = {name: (_role_id(rbac, res), body(res)["scope"]) for _, name, res in found}
+    actual = {name: (_role_id(rbac, res), _scope(res)) for _, name, res in found}
     assert actual == EXPECTED_ASSIGNMENTS
     for _, name, res in found:
         props = body(res)["properties"]
@@ -355,6 +579,7 @@ def test_role_scopes_point_at_the_right_resources() -> None:
     assert existing["appInsights"] == "Microsoft.Insights/components"
     # Key Vault Secrets User is granted on the one secret, not on the whole vault.
     assert existing["webhookEntry"] == "Microsoft.KeyVault/vaults/secrets"
+    assert existing["sourceEntries"] == "Microsoft.KeyVault/vaults/secrets"
 
 
 def test_each_role_guid_is_named_in_a_comment() -> None:
@@ -502,7 +727,8 @@ def test_secret_parameters_are_secure_and_have_no_default(bicep: dict[str, Tree]
             if SECRETISH.search(pname) and not pname.endswith(("Uri", "Name", "Url")):
                 assert "secure" in decorator_types(param), f"{name}: {pname} needs @secure()"
             if "secure" in decorator_types(param):
-                assert param["default"] is None, f"{name}: secure {pname} has a default"
+                # Only an empty default (as the Bicep linter's secure-parameter-default allows).
+                assert param["default"] in (None, "", {}), f"{name}: secure {pname} has a default"
 
 
 def test_outputs_expose_no_secret(bicep: dict[str, Tree]) -> None:
