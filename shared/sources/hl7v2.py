@@ -59,8 +59,11 @@ from shared.sources.base import (
     media_type,
 )
 
-MEDIA_TYPES = frozenset(
-    {"application/hl7-v2", "application/hl7-v2+er7", "x-application/hl7-v2+er7", "text/plain"}
+MEDIA_TYPES = (
+    "application/hl7-v2",
+    "application/hl7-v2+er7",
+    "x-application/hl7-v2+er7",
+    "text/plain",
 )
 DEFAULT_MEDIA_TYPE = "application/hl7-v2"
 CHALLENGE = 'Bearer realm="hl7v2", Basic realm="hl7v2"'
@@ -557,7 +560,7 @@ def _trigger(segments: list[_Segment], ctx: AckContext) -> str:
 
 def _candidate(
     segments: list[_Segment], ctx: AckContext, config: SourceConfig, *, cancelled: bool
-) -> Parsed:
+) -> Candidate:
     """The appointment an S12-S17 message describes."""
     msh = segments[0]
     zone = _zone(config)
@@ -624,14 +627,14 @@ def _candidate(
     if warnings:
         document["warnings"] = warnings
     delivery_id = _clean(msh.value(10)) or None
-    candidate = Candidate(
+    return Candidate(
         document=document, locations=locations, fallback="MSH", delivery_id=delivery_id
     )
-    return Parsed(candidates=(candidate,), context=ctx)
 
 
 class Hl7v2Kind:
-    name = "hl7v2"
+    name: str = "hl7v2"
+    media_types: tuple[str, ...] = MEDIA_TYPES
 
     def authenticate(
         self,
@@ -724,7 +727,11 @@ class Hl7v2Kind:
         trigger = _trigger(segments, ctx)
         if trigger not in SCHEDULING | CANCELLING:
             return Parsed(ignored=f"SIU^{trigger}", context=ctx)
-        return _candidate(segments, ctx, config, cancelled=trigger in CANCELLING)
+        candidate = _candidate(segments, ctx, config, cancelled=trigger in CANCELLING)
+        if trigger == "S12":
+            # A new booking: the store tries a create before reading (one table call fewer).
+            candidate = replace(candidate, probably_new=True)
+        return Parsed(candidates=(candidate,), context=ctx)
 
     def respond(self, outcome: Outcome, headers: Mapping[str, str], *, now: float) -> Reply:
         ctx = outcome.context if isinstance(outcome.context, AckContext) else AckContext()
