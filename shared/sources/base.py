@@ -121,9 +121,7 @@ class Candidate:
     `locations` maps a JSON Pointer in the document (or a prefix of one) to where its value
     came from in the delivery, so a validation failure names the sender's own field: a JSON
     Pointer into the body (`/payload/start_time`) or an HL7 field (`TQ1-7`). The longest
-    matching prefix wins, and a JSON Pointer location gets the rest of the path appended
-    (`/appointmentClients` -> `/payload/attendees` turns `/appointmentClients/1/emailAddress`
-    into `/payload/attendees/1/emailAddress`); unmatched paths fall back to `fallback`.
+    matching prefix wins; unmatched paths fall back to `fallback`.
     """
 
     document: dict[str, Any]
@@ -140,15 +138,12 @@ class Candidate:
         """The delivery location a document pointer came from."""
         best = ""
         for prefix in self.locations:
-            matches = pointer == prefix or pointer.startswith(prefix + "/") or prefix == ""
+            matches = pointer == prefix or pointer.startswith(prefix + "/")
             if matches and len(prefix) > len(best):
                 best = prefix
-        if not best and "" not in self.locations:
+        if not best:
             return self.fallback or pointer
-        location = self.locations[best]
-        if location.startswith("/") or location == "":
-            return location + pointer[len(best) :]
-        return location
+        return self.locations[best]
 
 
 @dataclass(frozen=True)
