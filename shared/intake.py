@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 
 from shared.documents import AppointmentDocument, FieldError, parse_document
 from shared.events import AppointmentEvent
-from shared.problems import Problem
+from shared.problems import Problem, validation_problem
 from shared.settings import Settings
 from shared.sources import kind as kind_of
 from shared.sources.base import (
@@ -115,12 +115,10 @@ class Intake:
             detail = f"Content-Type {error} is not supported; use {choices}."
             return Reply.problem(Problem(415, detail))
         except InvalidBody as invalid:
+            # Unreadable as the kind's format at all (an HL7 body without MSH): no reply in
+            # the sender's format is possible, so every kind answers a 400 problem.
             self._rejected(config, len(invalid.errors), correlation_id)
-            return self._answer(
-                kind,
-                headers,
-                Outcome("refused", detail=invalid.detail, errors=tuple(invalid.errors)),
-            )
+            return Reply.problem(validation_problem(invalid.detail, invalid.errors))
         except Refused as refusal_:
             self._rejected(config, len(refusal_.errors), correlation_id)
             outcome = Outcome(

@@ -6,11 +6,12 @@ A new kind is a module implementing `base.SourceKind` and one line below (and it
 
 from __future__ import annotations
 
-from shared.sources import calcom, calendly, native
+from shared.sources import calcom, calendly, hl7v2, native
 from shared.sources.base import SourceKind
 
 REGISTRY: dict[str, SourceKind] = {
     "native": native.KIND,
+    "hl7v2": hl7v2.KIND,
     "calendly": calendly.KIND,
     "calcom": calcom.KIND,
 }

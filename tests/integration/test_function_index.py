@@ -68,6 +68,10 @@ def test_the_host_finds_every_function_with_its_bindings() -> None:
     functions = index["functions"]
     assert set(functions) == {
         "receive_appointments",
+        "receive_source",
+        "save_organizers",
+        "list_organizers",
+        "delete_organizer",
         "get_appointment",
         "reconcile_appointment",
         "health",
@@ -80,6 +84,10 @@ def test_the_host_finds_every_function_with_its_bindings() -> None:
     }
     assert {name: (b["route"], b["methods"], b["authLevel"]) for name, b in http.items()} == {
         "receive_appointments": ("webhooks/appointments", ["POST"], "FUNCTION"),
+        "receive_source": ("webhooks/{source}", ["POST"], "FUNCTION"),
+        "save_organizers": ("organizers", ["PUT"], "FUNCTION"),
+        "list_organizers": ("organizers", ["GET"], "FUNCTION"),
+        "delete_organizer": ("organizers", ["DELETE"], "FUNCTION"),
         "get_appointment": ("appointments/{externalAppointmentId}", ["GET"], "FUNCTION"),
         "reconcile_appointment": (
             "appointments/{externalAppointmentId}/reconcile",
