@@ -40,6 +40,7 @@ def clear_app_caches() -> None:
     runtime.queue.cache_clear()
     runtime.graph_gateway.cache_clear()
     runtime.reconciler.cache_clear()
+    runtime.directory.cache_clear()
 
 
 @dataclass

@@ -12,6 +12,11 @@ same Azurite, in the same run, with the same bytes:
 
 Sequential latencies are measured interleaved (floor, floor, intake for each document) so that
 drift of the machine hits all three alike.
+
+Named sources, in the same interleaved loop on the same Azurite: the same appointment as an HL7
+v2 SIU^S12 (`Authorization: Bearer`, answered with an ACK) and as a Calendly `invitee.created`
+(signed `Calendly-Webhook-Signature`), each a new appointment, through `receive_source`. Their
+p50 is compared with the native document's (target within 1.15x).
 """
 
 from __future__ import annotations
@@ -28,11 +33,24 @@ import azure.functions as func
 from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.queue import QueueClient
 
-from bench.common import ALEX, SECRET, Stack, ensure_storage, latency_summary, table
+from bench.common import (
+    ALEX,
+    SECRET,
+    Stack,
+    clear_app_caches,
+    ensure_storage,
+    latency_summary,
+    table,
+)
 from shared import signatures
 
 TARGET_RATIO = 1.3
+SOURCE_TARGET_RATIO = 1.15
 URL = "http://localhost:7071/api/webhooks/appointments"
+ALEX_UPN = "alex.wilber@contoso.onmicrosoft.com"
+# The named sources measured against the native document: route name -> kind.
+SOURCES = {"hl7": "hl7v2", "cly": "calendly"}
+SOURCE_ROWS = ("hl7_s12", "calendly_created")
 
 
 def document(index: int, run: str) -> dict[str, Any]:
@@ -52,6 +70,101 @@ def document(index: int, run: str) -> dict[str, Any]:
             }
         ],
     }
+
+
+def hl7_s12(index: int, run: str) -> bytes:
+    """The same appointment as `document` as an HL7 v2.5.1 SIU^S12 (times in New York)."""
+    key = f"{run}-{index:06d}"
+    segments = [
+        "MSH|^~\\&|SchedApp|NorthClinic|TeamsBridge|Bridge|20261120050000||SIU^S12^SIU_S12|"
+        f"MSG-{key}|P|2.5.1",
+        f"SCH|PL-{key}|FL-{key}|||||||30|min|^^^20261201040000^20261201043000"
+        + "|" * 14
+        + "Booked",
+        "TQ1|||||||20261201040000|20261201043000",
+        f"PID|1||PAT-{key}||Client^Bench||||||||+12065550100^PRN^CP~^NET^Internet^client@example.com",
+        f"AIP|1||{ALEX}^Clinician^Robin",
+    ]
+    return ("\r".join(segments) + "\r").encode()
+
+
+def calendly_created(index: int, run: str) -> bytes:
+    """The same appointment as `document` as a Calendly invitee.created delivery."""
+    key = f"{run}-{index:06d}"
+    event = f"https://api.calendly.com/scheduled_events/EVT-{key}"
+    body = {
+        "created_at": "2026-11-20T10:00:00.000000Z",
+        "created_by": "https://api.calendly.com/users/USR-HOST-0001",
+        "event": "invitee.created",
+        "payload": {
+            "created_at": "2026-11-20T10:00:00.000000Z",
+            "email": "client@example.com",
+            "event": event,
+            "name": "Bench Client",
+            "rescheduled": False,
+            "scheduled_event": {
+                "created_at": "2026-11-20T10:00:00.000000Z",
+                "end_time": "2026-12-01T09:30:00.000000Z",
+                "event_memberships": [
+                    {
+                        "user": "https://api.calendly.com/users/USR-HOST-0001",
+                        "user_email": ALEX_UPN,
+                        "user_name": "Alex Wilber",
+                    }
+                ],
+                "name": "Follow-up consultation",
+                "start_time": "2026-12-01T09:00:00.000000Z",
+                "status": "active",
+                "updated_at": "2026-11-20T10:00:00.000000Z",
+                "uri": event,
+            },
+            "status": "active",
+            "text_reminder_number": "+1 206-555-0100",
+            "timezone": "America/New_York",
+            "updated_at": "2026-11-20T10:00:00.000000Z",
+            "uri": f"{event}/invitees/INV-{key}",
+        },
+    }
+    return json.dumps(body).encode()
+
+
+def source_request(source: str, body: bytes) -> func.HttpRequest:
+    """A delivery to POST /api/webhooks/{source}, authenticated the way its kind is."""
+    if SOURCES[source] == "hl7v2":
+        headers = {"Content-Type": "application/hl7-v2", "Authorization": f"Bearer {SECRET}"}
+    else:
+        header = signatures.sign(SECRET, int(time.time()), body)
+        headers = {"Content-Type": "application/json", "Calendly-Webhook-Signature": header}
+    return func.HttpRequest(
+        method="POST",
+        url=f"http://localhost:7071/api/webhooks/{source}",
+        headers=headers,
+        body=body,
+        route_params={"source": source},
+    )
+
+
+def _call_source(source: str, body: bytes) -> None:
+    from shared.http_api import receive_source
+
+    response = receive_source(source_request(source, body))
+    answer = response.get_body()
+    if SOURCES[source] == "hl7v2":
+        if response.status_code != 200 or b"MSA|AA|" not in answer:
+            raise RuntimeError(f"hl7 intake answered {response.status_code}: {answer!r}")
+    elif response.status_code != 202:
+        raise RuntimeError(f"{source} intake answered {response.status_code}: {answer!r}")
+
+
+def configure_sources() -> None:
+    """The named sources measured here, in the app's settings (the stack restores the env)."""
+    import os
+
+    for name, kind in SOURCES.items():
+        os.environ[f"SOURCES__{name}__KIND"] = kind
+        os.environ[f"SOURCES__{name}__SECRETS"] = SECRET
+        os.environ[f"SOURCES__{name}__TIMEZONE"] = "America/New_York"
+    clear_app_caches()
 
 
 def signed_request(body: bytes) -> func.HttpRequest:
@@ -120,6 +233,7 @@ def run(stack: Stack, *, quick: bool = False) -> dict[str, Any]:
     count = 60 if quick else 5000
     workers = 8
     stack.graph.latency = 0.0
+    configure_sources()
     ensure_storage(stack.connection_string)
     floors = Floors(stack.connection_string)
     run_id = uuid.uuid4().hex[:8]
@@ -128,21 +242,31 @@ def run(stack: Stack, *, quick: bool = False) -> dict[str, Any]:
         return [json.dumps(document(i, f"{run_id}{tag}")).encode() for i in range(count)]
 
     # Warm-up: clients, connection pools, lazy imports, the table and queue.
-    for body in bodies("w")[:20]:
+    for index, body in enumerate(bodies("w")[:20]):
         _call_intake(body)
+        _call_source("hl7", hl7_s12(index, f"{run_id}w"))
+        _call_source("cly", calendly_created(index, f"{run_id}w"))
         floors.queue_send(body)
         floors.table_and_queue(f"warm-{uuid.uuid4().hex}", body)
 
-    # Sequential, interleaved.
-    sequential: dict[str, list[float]] = {"intake": [], "queue_send": [], "table_and_queue": []}
+    # Sequential, interleaved: the floors, the native document, the same appointment from
+    # the named sources.
+    order = ("queue_send", "table_and_queue", "intake", *SOURCE_ROWS)
+    sequential: dict[str, list[float]] = {name: [] for name in order}
     walls = dict.fromkeys(sequential, 0.0)
     for index, body in enumerate(bodies("s")):
-        for name in ("queue_send", "table_and_queue", "intake"):
+        hl7_body = hl7_s12(index, f"{run_id}s")
+        calendly_body = calendly_created(index, f"{run_id}s")
+        for name in order:
             started = time.perf_counter()
             if name == "queue_send":
                 floors.queue_send(body)
             elif name == "table_and_queue":
                 floors.table_and_queue(f"s-{run_id}-{index}", body)
+            elif name == "hl7_s12":
+                _call_source("hl7", hl7_body)
+            elif name == "calendly_created":
+                _call_source("cly", calendly_body)
             else:
                 _call_intake(body)
             elapsed = time.perf_counter() - started
@@ -180,13 +304,28 @@ def run(stack: Stack, *, quick: bool = False) -> dict[str, Any]:
         "met_vs_table_and_queue": ratios["sequential_p50_vs_table_and_queue"] <= TARGET_RATIO,
         "met_vs_queue_send": ratios["sequential_p50_vs_queue_send"] <= TARGET_RATIO,
     }
+    native = results["sequential"]["intake"]["p50_ms"]
+    sources: dict[str, Any] = {}
+    for name in SOURCE_ROWS:
+        ratio = round(results["sequential"][name]["p50_ms"] / native, 3)
+        sources[name] = {
+            "p50_ms": results["sequential"][name]["p50_ms"],
+            "native_p50_ms": native,
+            "p50_vs_native": ratio,
+            "met": ratio <= SOURCE_TARGET_RATIO,
+        }
+    results["sources"] = {
+        "statement": f"p50 within {SOURCE_TARGET_RATIO}x of the native document's (sequential)",
+        "target_ratio": SOURCE_TARGET_RATIO,
+        **sources,
+    }
     return results
 
 
 def report(results: dict[str, Any]) -> str:
     rows = []
     for mode in ("sequential", "concurrent"):
-        for name in ("queue_send", "table_and_queue", "intake"):
+        for name in results[mode]:
             r = results[mode][name]
             rows.append(
                 [
@@ -211,4 +350,23 @@ def report(results: dict[str, Any]) -> str:
         f"vs table+queue floor {'MET' if target['met_vs_table_and_queue'] else 'NOT MET'}; "
         f"vs bare queue send {'MET' if target['met_vs_queue_send'] else 'NOT MET'}"
     )
+    sources = results["sources"]
+    rows = [
+        [
+            name,
+            sources[name]["p50_ms"],
+            sources[name]["native_p50_ms"],
+            sources[name]["p50_vs_native"],
+        ]
+        for name in SOURCE_ROWS
+    ]
+    text += "\n\n" + table(
+        "Named sources vs the native document of the same appointment (sequential)",
+        ["delivery", "p50 ms", "native p50 ms", "x native"],
+        rows,
+    )
+    verdicts = ", ".join(
+        f"{name} {'MET' if sources[name]['met'] else 'NOT MET'}" for name in SOURCE_ROWS
+    )
+    text += f"\n\nTarget {sources['statement']}: {verdicts}"
     return text

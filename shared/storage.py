@@ -601,9 +601,15 @@ class OrganizerTable:
         except ResourceNotFoundError as error:
             if not _is_missing(error, "TableNotFound"):
                 raise
-            with contextlib.suppress(ResourceExistsError):
-                _guard(self._table.create_table)
-            return _guard(call)
+        except StorageRejected as error:
+            # A transaction (save) on a missing table fails as a whole with TableNotFound
+            # instead of a not-found error: create the table for it too, or the first PUT
+            # /api/organizers of a new deployment would answer 500.
+            if error.error_code != "TableNotFound":
+                raise
+        with contextlib.suppress(ResourceExistsError):
+            _guard(self._table.create_table)
+        return _guard(call)
 
     @staticmethod
     def _entry(entity: Mapping[str, Any]) -> Entry:

@@ -16,8 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED = {
-    "intake": {"sequential", "concurrent", "ratios", "target", "documents"},
+    "intake": {"sequential", "concurrent", "ratios", "target", "documents", "sources"},
     "reconcile": {"graph_calls", "wall", "errors", "delivery_latency", "by_category", "target"},
+    "directory": {"runs", "graph_calls_minimum", "table_reads_per_message", "target"},
     "throughput": {"runs", "target", "configured_threads", "default_threads", "max_in_flight"},
     "coldstart": {"scenarios", "comparison", "package"},
     "memory": {"samples", "peak_rss_mb", "slope_mb_per_1000", "flat"},
@@ -48,6 +49,13 @@ def test_quick_benchmarks_write_every_result(tmp_path: Path) -> None:
     reconcile = json.loads((tmp_path / "reconcile.json").read_text())
     assert reconcile["errors"] == 0
     assert reconcile["graph_calls"]["actual"] == reconcile["graph_calls"]["minimum"]
+    intake = json.loads((tmp_path / "intake.json").read_text())
+    assert {"hl7_s12", "calendly_created"} <= set(intake["sources"])
+    assert {"hl7_s12", "calendly_created"} <= set(intake["sequential"])
+    directory = json.loads((tmp_path / "directory.json").read_text())
+    assert directory["target"]["zero_errors"], directory["runs"]
+    assert directory["target"]["graph_calls_unchanged"], directory["runs"]
+    assert directory["table_reads_per_message"] == 0, directory["table_calls"]
     throughput = json.loads((tmp_path / "throughput.json").read_text())
     assert throughput["target"]["zero_errors"]
     assert throughput["target"]["converged"]

@@ -265,3 +265,21 @@ def test_a_resolved_organizer_costs_no_table_read_within_the_minute(
         del table.get
     assert reads == ["DR-99"]
     assert emulator.call_counts().get("getUser", 0) == 0
+
+
+def test_the_first_save_of_a_new_deployment_creates_the_table(
+    azurite: Azurite, clinic: QueueClient
+) -> None:
+    # Found by the hostile-input suite: a transaction on a missing table fails with
+    # TableNotFound as a refusal, not a not-found error, and the first PUT answered 500.
+    from azure.data.tables import TableServiceClient
+
+    from shared.settings import DIRECTORY_TABLE_NAME
+
+    TableServiceClient.from_connection_string(azurite.connection_string).delete_table(
+        DIRECTORY_TABLE_NAME
+    )
+    saved = put_organizers({"source": "clinic", "identifier": "first", "user": ALEX_UPN})
+    assert saved.status_code == 200, saved.get_body()
+    found = json.loads(organizers("GET", source="clinic", identifier="first").get_body())
+    assert [e["user"] for e in found["value"]] == [ALEX_UPN]

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import threading
 import time
@@ -37,11 +38,31 @@ from devtools.azurite import Azurite
 from devtools.graph_emulator import GraphEmulator
 from shared import signatures
 from shared.events import AppointmentEvent, MalformedMessage
-from shared.http_api import get_appointment, health, receive_appointments, reconcile_appointment
+from shared.http_api import (
+    delete_organizer,
+    get_appointment,
+    health,
+    list_organizers,
+    receive_appointments,
+    receive_source,
+    reconcile_appointment,
+    save_organizers,
+)
 from shared.queue_functions import reconcile_appointment_event
 from shared.reconciler import RetryLater
 from shared.settings import POISON_QUEUE_NAME
-from tests.support import SECRET, document, encode, queue_message, signed_request
+from shared.sources import calcom
+from shared.sources.base import charset
+from tests.support import (
+    ALEX,
+    ALEX_UPN,
+    SECRET,
+    document,
+    encode,
+    queue_message,
+    signed_request,
+    source_request,
+)
 from tests.unit.factories import DOCUMENT_FIELDS
 
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
@@ -61,6 +82,12 @@ def _route(method: str, parts: list[str]) -> tuple[Handler, dict[str, str]] | No
     rest = parts[1:]
     if method == "POST" and rest == ["webhooks", "appointments"]:
         return receive_appointments, {}
+    if method == "POST" and len(rest) == 2 and rest[0] == "webhooks":
+        return receive_source, {"source": rest[1]}
+    if rest == ["organizers"]:
+        organizers = {"PUT": save_organizers, "GET": list_organizers, "DELETE": delete_organizer}
+        if method in organizers:
+            return organizers[method], {}
     if method == "GET" and rest == ["health"]:
         return health, {}
     if len(rest) == 2 and rest[0] == "appointments" and method == "GET":
@@ -130,6 +157,8 @@ class _Host(BaseHTTPRequestHandler):
 
     do_GET = _serve
     do_POST = _serve
+    do_PUT = _serve
+    do_DELETE = _serve
 
 
 @pytest.fixture
@@ -482,3 +511,489 @@ def test_fuzzed_queue_messages_never_crash_the_worker(
     run()
     print(f"\nfuzzed queue messages: {outcomes}")
     assert outcomes["poisoned"] > 20, outcomes
+
+
+# --- hypothesis: the named sources' routes, in process --------------------------------------
+#
+# POST /api/webhooks/{source} for each kind, mostly signed the kind's own way so the cases get
+# past authentication and reach the parser, the validation and the store; the rest unsigned or
+# wrongly signed. The functions are called in-process (faster than loopback, same code path as
+# the host past the routing).
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+SOURCE_SECRET = "hostile-source-secret-0123456789"
+SOURCE_CASES = 2000  # per kind, in total over its tests
+SOURCES = {"hl7": "hl7v2", "cly": "calendly", "cal": "calcom"}
+CONTENT_TYPES = [
+    "application/json",
+    "application/json; charset=utf-8",
+    "application/json; charset=utf-16",
+    "application/json; charset=latin-1",
+    "application/json; charset=nonsense",
+    "APPLICATION/JSON",
+    "application/hl7-v2",
+    "application/hl7-v2; charset=iso-8859-1",
+    "application/hl7-v2+er7",
+    "x-application/hl7-v2+er7",
+    "text/plain",
+    "text/plain; charset=utf-16",
+    "text/plain; charset=ascii",
+    "text/plain; charset=",
+    "text/xml",
+    "multipart/form-data; boundary=x",
+    "",
+    ";;;",
+]
+
+
+def _has_kind(kind: str) -> bool:
+    from shared.sources import REGISTRY
+
+    return kind in REGISTRY
+
+
+@pytest.fixture
+def named_sources(reconfigure: Callable[..., None], event_queue: QueueClient) -> QueueClient:
+    values: dict[str, str] = {}
+    for name, kind in SOURCES.items():
+        if _has_kind(kind):
+            values[f"SOURCES__{name}__KIND"] = kind
+            values[f"SOURCES__{name}__SECRETS"] = SOURCE_SECRET
+    reconfigure(**values)
+    return event_queue
+
+
+def _fixture(kind: str, name: str) -> Any:
+    return json.loads((FIXTURES / kind / f"{name}.json").read_bytes())
+
+
+def _paths(value: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every path to a value inside a JSON document (the document itself is ())."""
+    found = [prefix]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*prefix, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*prefix, index))
+    return found
+
+
+def _replace(value: Any, path: tuple[Any, ...], new: Any, *, delete: bool) -> Any:
+    if not path:
+        return new
+    parent = value
+    for step in path[:-1]:
+        parent = parent[step]
+    if delete and isinstance(parent, dict):
+        parent.pop(path[-1], None)
+    else:
+        parent[path[-1]] = new
+    return value
+
+
+@st.composite
+def json_delivery(draw: st.DrawFn, kind: str, names: list[str]) -> tuple[str, bytes]:
+    """A Calendly or Cal.com delivery with its shape broken: fields replaced, removed, huge."""
+    content_type = draw(st.sampled_from(["application/json"] * 12 + CONTENT_TYPES))
+    shape = draw(
+        st.sampled_from(["mutated"] * 6 + ["retyped", "nested", "oversized", "raw", "unicode"])
+    )
+    body = _fixture(kind, draw(st.sampled_from(names)))
+    if shape in ("mutated", "retyped"):
+        # A fresh appointment now and then, so cases do not all pile onto one appointment.
+        if draw(st.booleans()):
+            fresh = f"{zlib.crc32(repr(draw(st.integers())).encode()):08x}"
+            text = json.dumps(body).replace("EVT-7C2D-0001", f"EVT-{fresh}")
+            body = json.loads(text.replace('"uid": "', f'"uid": "{fresh}'))
+        paths = _paths(body)
+        for _ in range(draw(st.integers(1, 4))):
+            path = draw(st.sampled_from(paths))
+            if shape == "retyped":
+                new: Any = draw(st.sampled_from([None, 0, -1, 1e308, True, "", [], {}, "x" * 5000]))
+            else:
+                new = draw(json_value)
+            body = _replace(body, path, new, delete=draw(st.integers(0, 3)) == 0)
+            paths = _paths(body)
+        raw = json.dumps(body, ensure_ascii=draw(st.booleans())).encode("utf-8", "surrogatepass")
+        return content_type, raw
+    if shape == "nested":
+        depth = draw(st.integers(50, 20_000))
+        return content_type, (b'{"payload":' * depth + b"1" + b"}" * depth)
+    if shape == "oversized":
+        size = draw(st.integers(262_144 - 512, 262_144 + 4096))
+        body["payload"]["padding"] = "x" * size
+        return content_type, json.dumps(body).encode()[: size + 400]
+    if shape == "unicode":
+        text = draw(st.text(min_size=1, max_size=300))
+        encoding = draw(st.sampled_from(["utf-8", "utf-16", "latin-1", "utf-32"]))
+        raw_text = json.dumps({"event": text, "triggerEvent": text, "payload": {"name": text}})
+        return content_type, raw_text.encode(encoding, "replace")
+    return content_type, draw(st.binary(max_size=2000))
+
+
+HL7_DELIMITERS = "|^~\\&#!$*+/:;@_`'\"<>{}-=.,?%"
+
+
+@st.composite
+def er7_message(draw: st.DrawFn) -> tuple[str, bytes]:
+    """An HL7 v2 message: SIU-shaped, with random delimiters, fields, terminators and bytes."""
+    content_type = draw(
+        st.sampled_from(
+            ["application/hl7-v2"] * 10
+            + ["application/hl7-v2+er7", "x-application/hl7-v2+er7", "text/plain"]
+            + CONTENT_TYPES
+        )
+    )
+    shape = draw(
+        st.sampled_from(
+            ["er7"] * 5 + ["fixture"] * 4 + ["no-msh", "binary", "oversized", "encoded"]
+        )
+    )
+    if shape == "binary":
+        return content_type, draw(st.binary(max_size=2000))
+    if shape == "fixture":
+        return content_type, draw(er7_fixture())
+    delimiters = draw(
+        st.one_of(
+            st.just("|^~\\&"),
+            st.text(alphabet=HL7_DELIMITERS, min_size=0, max_size=6),
+        )
+    )
+    field_sep = delimiters[:1] or "|"
+    encoding = delimiters[1:5]
+    comp = encoding[:1] or "^"
+    rep = encoding[1:2] or "~"
+
+    def value(kind: str = "text") -> str:
+        choice = draw(st.integers(0, 9))
+        if choice == 0:
+            return ""
+        if choice == 1:
+            return draw(st.text(max_size=60))
+        if choice == 2:
+            return "x" * draw(st.sampled_from([1000, 20_000, 70_000]))
+        if choice == 3:
+            return draw(st.sampled_from(INJECTIONS))
+        if choice == 4:
+            return draw(st.text(alphabet=HL7_DELIMITERS + "\r\n\x0b\x1c", max_size=20))
+        return draw(st.sampled_from(FIELD_SAMPLES[kind]))
+
+    trigger = draw(st.sampled_from(["S12", "S13", "S14", "S15", "S17", "S26", "A01", "", "S1"]))
+    version = draw(st.sampled_from(["2.5.1", "2.3", "2.8", "2.2", "3.0", "", "2.9"]))
+    msh_fields = [
+        value(),
+        value(),
+        value(),
+        value(),
+        value("time"),
+        "",
+        f"{draw(st.sampled_from(['SIU', 'ADT', 'ACK', '', 'siu']))}{comp}{trigger}",
+        value("id"),
+        draw(st.sampled_from(["P", "T", ""])),
+        version,
+    ]
+    segments = [f"MSH{field_sep}{encoding}{field_sep}" + field_sep.join(msh_fields)]
+    sch = [
+        value("id"),
+        value("id"),
+        "",
+        "",
+        "",
+        "",
+        "",
+        "",
+        value("number"),
+        value("unit"),
+        f"{comp}{comp}{comp}{value('time')}{comp}{value('time')}",
+        *[""] * 13,
+        draw(st.sampled_from(["Booked", "Cancelled", "DC", "", "x"])),
+    ]
+    optional = {
+        "SCH": "SCH" + field_sep + field_sep.join(sch),
+        "TQ1": "TQ1" + field_sep * 7 + value("time") + field_sep + value("time"),
+        "PID": "PID"
+        + field_sep * 5
+        + f"{value()}{comp}{value()}"
+        + field_sep * 8
+        + f"{value('phone')}{comp}{value()}{comp}{value()}"
+        + f"{rep}{value()}{comp}NET{comp}Internet{comp}{value()}",
+        "AIP": "AIP" + field_sep * 3 + value("id"),
+        "AIG": "AIG" + field_sep * 3 + value("id"),
+        "PV1": "PV1" + field_sep * 7 + value("id"),
+        "ZZZ": "ZZZ" + field_sep + value(),
+    }
+    chosen = draw(st.lists(st.sampled_from(list(optional)), max_size=8))
+    segments += [optional[name] for name in chosen]
+    if shape == "no-msh":
+        segments = segments[1:] or ["PID|1"]
+    if draw(st.integers(0, 5)) == 0:
+        segments.insert(0, draw(st.text(max_size=50)))
+    terminator = draw(st.sampled_from(["\r", "\n", "\r\n", "\n\r", "\r\r"]))
+    text = terminator.join(segments) + draw(st.sampled_from(["", terminator]))
+    if draw(st.integers(0, 4)) == 0:
+        text = "\x0b" + text + "\x1c\r"
+    if shape == "oversized":
+        text += terminator + "NTE|1||" + "x" * draw(st.integers(262_144, 262_144 + 4096))
+    codec = "utf-8"
+    if shape == "encoded":
+        codec = draw(st.sampled_from(["utf-16", "utf-16-le", "latin-1", "cp1252", "utf-32"]))
+    return content_type, text.encode(codec, "replace")
+
+
+HL7_FIXTURES = sorted((FIXTURES / "hl7").glob("*.hl7")) if (FIXTURES / "hl7").is_dir() else []
+
+
+@st.composite
+def er7_fixture(draw: st.DrawFn) -> bytes:
+    """A real SIU fixture: a fresh appointment id, maybe other delimiters, a few fields broken."""
+    text = draw(st.sampled_from(HL7_FIXTURES)).read_text("utf-8")
+    fresh = f"{zlib.crc32(repr(draw(st.integers())).encode()):08x}"
+    lines = [line for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n") if line]
+    for index, line in enumerate(lines):
+        if line.startswith("SCH|"):
+            fields = line.split("|")
+            fields[1:3] = [f"PL-{fresh}", f"FL-{fresh}"]
+            lines[index] = "|".join(fields)
+    for _ in range(draw(st.integers(0, 3))):
+        index = draw(st.integers(0, len(lines) - 1))
+        fields = lines[index].split("|")
+        at = draw(st.integers(1, max(1, len(fields) - 1)))
+        if at < len(fields) and not (index == 0 and at == 1):
+            fields[at] = draw(
+                st.one_of(st.text(max_size=40), st.sampled_from(["", '""', "^^^", "\\X0D\\"]))
+            )
+        lines[index] = "|".join(fields)
+    message = "\r".join(lines) + "\r"
+    if draw(st.integers(0, 3)) == 0:
+        # The same message with other (valid, distinct) encoding characters.
+        chosen = draw(st.permutations("|^~\\&#"))[:5]
+        table = {ord(a): b for a, b in zip("|^~\\&", chosen, strict=True)}
+        message = message.translate(table)
+    return message.encode("utf-8")
+
+
+FIELD_SAMPLES = {
+    "text": ["APP", "FAC", "Rivera^Morgan", "Quinn^Avery", "x"],
+    "time": [
+        "20261201090000",
+        "20261201090000-0500",
+        "202612010900",
+        "2026",
+        "20261332256161",
+        "99999999999999",
+        "20261201090000.1234+1400",
+        "-0",
+        "2026-12-01T09:00:00Z",
+    ],
+    "id": ["A-1", "MSG0001", "P123^^^EPIC", "dr.rivera@example.org", ALEX, "é/#?%\\"],
+    "number": ["30", "0", "-5", "1e9", "99999999999", "NaN", "3.5"],
+    "unit": ["min", "m", "s", "hours", "HR", "fortnight", "", "^min"],
+    "phone": ["+12065550142", "(206)555-0142", "206", "+999999999999999999", "tel:1", "PRN"],
+}
+
+
+def _hl7_headers(body: bytes, content_type: str, how: int) -> dict[str, str]:
+    """Headers of an HL7 delivery: Bearer, X-Signature or Basic (how 0-5), else unsigned/wrong."""
+    headers = {"Content-Type": content_type}
+    if how in (0, 1, 2):
+        headers["Authorization"] = f"Bearer {SOURCE_SECRET}"
+    elif how == 3:
+        headers[signatures.HEADER] = signatures.sign(SOURCE_SECRET, int(time.time()), body)
+    elif how == 4:
+        token = base64.b64encode(f"any-user:{SOURCE_SECRET}".encode()).decode()
+        headers["Authorization"] = f"Basic {token}"
+    elif how == 5:
+        headers["Authorization"] = "Bearer wrong-secret"
+    elif how == 6:
+        headers["Authorization"] = "Basic !!!not-base64"
+    return headers
+
+
+def _signed_headers(kind: str, body: bytes, content_type: str, how: int) -> dict[str, str]:
+    """The kind's own authentication (how 0-5 valid), else missing or wrong (6-7)."""
+    if kind == "hl7v2":
+        return _hl7_headers(body, content_type, how)
+    headers = {"Content-Type": content_type}
+    valid = how < 6
+    if kind == "calendly":
+        secret = SOURCE_SECRET if valid else "wrong"
+        if how != 7:
+            headers["Calendly-Webhook-Signature"] = signatures.sign(secret, int(time.time()), body)
+    elif how != 7:
+        headers["X-Cal-Signature-256"] = calcom.signature(SOURCE_SECRET if valid else "wrong", body)
+    return headers
+
+
+def _ack_code(body: bytes, content_type: str) -> str:
+    """MSA-1 of an HL7 ACK (in the request's charset), read with the ACK's own separator."""
+    text = body.decode(charset(content_type), "replace").lstrip("\ufeff")
+    text = text.strip("\x0b\x1c\r\n")
+    segments = [s for s in text.replace("\n", "\r").split("\r") if s]
+    assert segments, body[:300]
+    assert segments[0].startswith("MSH"), body[:300]
+    separator = segments[0][3]
+    for segment in segments:
+        if segment.startswith("MSA" + separator):
+            return segment.split(separator)[1]
+    raise AssertionError(f"no MSA segment in the ACK: {body[:300]!r}")
+
+
+def _check_source_answer(kind: str, response: func.HttpResponse) -> None:
+    status = response.status_code
+    content = response.headers.get("Content-Type", "")
+    if kind == "hl7v2":
+        assert status in (200, 400, 401, 413, 415), (status, response.get_body()[:300])
+        if status == 200:
+            assert _ack_code(response.get_body(), content) in ("AA", "AE"), response.get_body()[
+                :300
+            ]
+            return
+    else:
+        assert status in (202, 400, 401, 413, 415), (status, response.get_body()[:300])
+    assert content in ("application/json", "application/problem+json"), content
+    json.loads(response.get_body())
+
+
+def _fuzz_source(name: str, kind: str, strategy: Any, cases: int) -> dict[int, int]:
+    statuses: dict[int, int] = {}
+
+    @settings(
+        max_examples=cases,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(case=strategy, how=st.integers(0, 7), correlation=st.text(max_size=80))
+    def run(case: tuple[str, bytes], how: int, correlation: str) -> None:
+        content_type, body = case
+        headers = _signed_headers(kind, body, content_type, how)
+        headers["X-Correlation-Id"] = correlation
+        response = receive_source(source_request(name, body, headers))
+        statuses[response.status_code] = statuses.get(response.status_code, 0) + 1
+        _check_source_answer(kind, response)
+
+    run()
+    return statuses
+
+
+JSON_KINDS = {
+    "calendly": ["invitee-created", "invitee-canceled", "invitee-created-legacy"],
+    "calcom": ["booking-created", "booking-rescheduled", "booking-cancelled"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("kind", ["hl7v2", "calendly", "calcom"])
+def test_hostile_source_deliveries_get_documented_answers(
+    kind: str, named_sources: QueueClient
+) -> None:
+    if not _has_kind(kind):
+        pytest.skip(f"kind {kind} is not registered yet")
+    name = next(n for n, k in SOURCES.items() if k == kind)
+    strategy = er7_message() if kind == "hl7v2" else json_delivery(kind, JSON_KINDS[kind])
+    statuses = _fuzz_source(name, kind, strategy, SOURCE_CASES)
+    enqueued = _queued_documents_are_valid(named_sources)
+    print(f"\n{kind} deliveries: statuses {statuses}, enqueued {enqueued}")
+    assert sum(statuses.values()) >= SOURCE_CASES
+    assert statuses.get(401, 0) > 100, statuses
+    assert statuses.get(400, 0) > 100, statuses
+    accepted = statuses.get(200 if kind == "hl7v2" else 202, 0)
+    assert accepted > 100, statuses
+    assert enqueued > 50, f"too few cases reached the queue: {enqueued}"
+
+
+# --- hypothesis: the organizer directory's routes -------------------------------------------
+
+entry_value = st.fixed_dictionaries(
+    {
+        "source": st.one_of(st.sampled_from(["cly", "hl7", "APPOINTMENTS", ""]), json_value),
+        "identifier": st.one_of(st.text(max_size=300), st.sampled_from(INJECTIONS), json_value),
+        "user": st.one_of(
+            st.sampled_from([ALEX_UPN, "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e01", "x@y"]),
+            json_value,
+        ),
+    },
+    optional={"extra": json_value},
+)
+query_text = st.one_of(
+    st.text(max_size=120),
+    st.sampled_from(INJECTIONS),
+    st.sampled_from(["cly", "hl7", "CLY", "appointments", "a" * 33, ""]),
+)
+
+
+@st.composite
+def organizers_body(draw: st.DrawFn) -> bytes:
+    shape = draw(st.sampled_from(["entry", "entries", "many", "json", "raw"]))
+    if shape == "entry":
+        return json.dumps(draw(entry_value)).encode()
+    if shape == "entries":
+        return json.dumps(draw(st.lists(entry_value, max_size=6))).encode()
+    if shape == "many":
+        entry = {"source": "cly", "identifier": "host", "user": ALEX_UPN}
+        return json.dumps([entry] * draw(st.integers(499, 502))).encode()
+    if shape == "json":
+        return json.dumps(draw(json_value)).encode()
+    return draw(st.binary(max_size=500))
+
+
+def _organizers_request(method: str, params: dict[str, str], body: bytes = b"") -> func.HttpRequest:
+    return func.HttpRequest(
+        method=method,
+        url="http://localhost:7071/api/organizers",
+        headers={"Content-Type": "application/json"},
+        params=params,
+        body=body,
+    )
+
+
+@pytest.mark.slow
+def test_hostile_organizer_requests_never_get_a_5xx(named_sources: QueueClient) -> None:
+    statuses: dict[str, dict[int, int]] = {"PUT": {}, "GET": {}, "DELETE": {}}
+
+    @settings(
+        max_examples=400,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(
+        method=st.sampled_from(["PUT", "GET", "DELETE"]),
+        body=organizers_body(),
+        params=st.dictionaries(
+            st.sampled_from(["source", "identifier", "$skiptoken", "other"]),
+            query_text,
+            max_size=4,
+        ),
+        token=st.one_of(
+            st.none(),
+            st.binary(max_size=60).map(lambda b: base64.urlsafe_b64encode(b).decode()),
+            st.builds(
+                lambda v: base64.urlsafe_b64encode(json.dumps(v).encode()).decode(), json_value
+            ),
+        ),
+    )
+    def run(method: str, body: bytes, params: dict[str, str], token: str | None) -> None:
+        if token is not None:
+            params = {**params, "$skiptoken": token}
+        if method == "PUT":
+            response = save_organizers(_organizers_request("PUT", params, body))
+        elif method == "GET":
+            response = list_organizers(_organizers_request("GET", params))
+        else:
+            response = delete_organizer(_organizers_request("DELETE", params))
+        seen = statuses[method]
+        seen[response.status_code] = seen.get(response.status_code, 0) + 1
+        assert response.status_code < 500, (method, params, response.get_body()[:300])
+        allowed = {"PUT": (200, 400), "GET": (200, 400), "DELETE": (204, 400)}[method]
+        assert response.status_code in allowed, (method, response.status_code)
+        if response.status_code != 204:
+            json.loads(response.get_body())
+
+    run()
+    print(f"\norganizer requests: {statuses}")
+    assert all(sum(s.values()) > 50 for s in statuses.values()), statuses
