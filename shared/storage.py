@@ -26,7 +26,7 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
-from azure.data.tables import TableClient, TableServiceClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient
 
 from shared import parts as assembly
@@ -650,13 +650,7 @@ class OrganizerTable:
                 ]
 
                 def submit(ops: list[Any] = operations) -> None:
-                    try:
-                        self._table.submit_transaction(ops)
-                    except TableTransactionError as error:
-                        if getattr(error, "error_code", None) != "TableNotFound":
-                            raise
-                        # As a plain call reports it, so _call creates the table and retries.
-                        raise ResourceNotFoundError("TableNotFound") from error
+                    self._table.submit_transaction(ops)
 
                 self._call(submit)
 
