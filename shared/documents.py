@@ -161,6 +161,8 @@ class AppointmentSettings(BaseModel):
         default=True, alias="allowClientToJoinUsingBrowser"
     )
     send_sms_notifications: StrictBool = Field(default=False, alias="sendSmsNotifications")
+    # Graph's reminder text 15 minutes before the start; only with send_sms_notifications.
+    send_sms_reminder: StrictBool = Field(default=False, alias="sendSmsReminder")
 
 
 class AppointmentDocument(BaseModel):

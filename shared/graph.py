@@ -163,6 +163,7 @@ ROLES = {
     "deleteMeeting": "OnlineMeetings.ReadWrite.All",
     "getJoinWebUrl": "VirtualAppointment.ReadWrite.All",
     "sendSms": "VirtualAppointmentNotification.Send",
+    "sendReminderSms": "VirtualAppointmentNotification.Send",
 }
 
 
@@ -175,7 +176,7 @@ ORGANIZER_NOT_FOUND = (
 _LEGACY_POLICY_TEXT = re.compile(r"not authorized to .+ on behalf of user", re.IGNORECASE)
 # Meeting calls are the ones a Teams application access policy governs.
 _POLICY_OPERATIONS = frozenset(
-    {"createOrGet", "updateMeeting", "deleteMeeting", "getJoinWebUrl", "sendSms"}
+    {"createOrGet", "updateMeeting", "deleteMeeting", "getJoinWebUrl", "sendSms", "sendReminderSms"}
 )
 
 
@@ -452,5 +453,33 @@ class GraphGateway:
                 self._meetings(c, user_id)
                 .by_online_meeting_id(meeting_id)
                 .send_virtual_appointment_sms.post(body)
+            ),
+        )
+
+    def send_reminder_sms(
+        self, user_id: str, meeting_id: str, attendees: tuple[Attendee, ...]
+    ) -> None:
+        """POST .../sendVirtualAppointmentReminderSms: Graph texts 15 minutes before the start."""
+        from msgraph.generated.models.attendee_notification_info import AttendeeNotificationInfo
+        from msgraph.generated.models.remind_before_time_in_minutes_type import (
+            RemindBeforeTimeInMinutesType,
+        )
+        from msgraph.generated.users.item.online_meetings.item.send_virtual_appointment_reminder_sms.send_virtual_appointment_reminder_sms_post_request_body import (  # noqa: E501
+            SendVirtualAppointmentReminderSmsPostRequestBody,
+        )
+
+        body = SendVirtualAppointmentReminderSmsPostRequestBody(
+            attendees=[
+                AttendeeNotificationInfo(phone_number=a.phone_number, time_zone=a.time_zone)
+                for a in attendees
+            ],
+            remind_before_time_in_minutes_type=RemindBeforeTimeInMinutesType.Mins15,
+        )
+        self._run(
+            "sendReminderSms",
+            lambda c: (
+                self._meetings(c, user_id)
+                .by_online_meeting_id(meeting_id)
+                .send_virtual_appointment_reminder_sms.post(body)
             ),
         )

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Final, Literal
 
 from tzlocal.windows_tz import tz_win
 
@@ -24,6 +24,10 @@ from shared.phones import is_us_number
 from shared.records import AppliedState, ErrorInfo, Intent
 
 SmsKind = Literal["confirmation", "reschedule", "cancellation"]
+# The marker kind of the reminder SMS in `AppliedState.notified` (not a Graph messageType).
+REMINDER: Final = "reminder"
+# Graph sends the reminder this long before the start ("mins15", its only value).
+REMINDER_LEAD = timedelta(minutes=15)
 CURRENT = "current"
 NEW = "new"
 # Outside Microsoft's global cloud (national clouds) Graph has neither call: say so, once.
@@ -77,7 +81,22 @@ class SendSms:
     attendees: tuple[Attendee, ...]
 
 
-Operation = CreateOrGetMeeting | FetchClientJoinUrl | UpdateMeeting | DeleteMeeting | SendSms
+@dataclass(frozen=True)
+class SendReminderSms:
+    """sendVirtualAppointmentReminderSms: Graph texts the attendees 15 minutes before the start."""
+
+    slot: str
+    attendees: tuple[Attendee, ...]
+
+
+Operation = (
+    CreateOrGetMeeting
+    | FetchClientJoinUrl
+    | UpdateMeeting
+    | DeleteMeeting
+    | SendSms
+    | SendReminderSms
+)
 
 
 @dataclass(frozen=True)
@@ -112,6 +131,7 @@ class Outcome:
     # Slots whose createOrGet Graph refused (4xx): no meeting exists there.
     refused: set[str] = field(default_factory=set)
     sms_sent: list[SmsKind] = field(default_factory=list)  # sent or refused: never again
+    reminder_sent: bool = False  # sent or refused: never again
     warnings: list[str] = field(default_factory=list)
 
 
@@ -131,9 +151,37 @@ def windows_time_zone(iana: str) -> str | None:
     return None if zone is None else str(zone)
 
 
-def sms_marker(kind: SmsKind, document: AppointmentDocument) -> str:
-    """What `AppliedState.notified` holds once this SMS went out for this version."""
+def sms_marker(kind: SmsKind | Literal["reminder"], document: AppointmentDocument) -> str:
+    """What `AppliedState.notified` holds once this SMS went out for this version.
+
+    It names the last text sent; the reminder always follows the version's SMS, so
+    `reminder@<version>` says both went out.
+    """
     return f"{kind}@{version_key(document.version)}"
+
+
+def _already_sent(op: Operation, document: AppointmentDocument, notified: str | None) -> bool:
+    """Whether a retry of this version already texted this (`notified` names the last text)."""
+    if isinstance(op, SendReminderSms):
+        return notified == sms_marker(REMINDER, document)
+    if isinstance(op, SendSms):
+        return notified in (sms_marker(op.kind, document), sms_marker(REMINDER, document))
+    return False
+
+
+def _reminder(
+    document: AppointmentDocument, sms: list[SendSms], now: datetime | None
+) -> list[SendReminderSms]:
+    """The reminder that follows a confirmation or reschedule SMS, to the same attendees.
+
+    None without `now` (nothing can tell the start is far enough away) or when the start is
+    less than REMINDER_LEAD away: Graph would text at a time already past.
+    """
+    if not document.settings.send_sms_reminder or now is None or document.start is None:
+        return []
+    if document.start - now < REMINDER_LEAD:
+        return []
+    return [SendReminderSms(op.slot, op.attendees) for op in sms if op.kind != "cancellation"]
 
 
 def is_settled(document: AppointmentDocument, state: AppliedState, *, replay: bool) -> bool:
@@ -182,7 +230,9 @@ def _without_global_only(
 
     Per-number SMS warnings go too: no number gets a text in such a cloud, whatever it is.
     """
-    kept: list[Operation] = [op for op in ops if not isinstance(op, FetchClientJoinUrl | SendSms)]
+    kept: list[Operation] = [
+        op for op in ops if not isinstance(op, FetchClientJoinUrl | SendSms | SendReminderSms)
+    ]
     notes = [w for w in warnings if "SMS" not in w]
     if document.settings.allow_client_to_join_using_browser and not document.is_cancelled:
         notes.append(NO_BROWSER_LINK_WARNING)
@@ -258,6 +308,7 @@ def plan(
     organizer_id: str | None,
     *,
     global_features: bool = True,
+    now: datetime | None = None,
 ) -> Plan:
     """The fewest operations that make Graph match `document` (callers check `is_settled`).
 
@@ -265,6 +316,8 @@ def plan(
     `global_features` is False outside Microsoft's global cloud, where Graph has neither the
     browser join link nor SMS: those operations are left out with a warning on the record
     rather than failing the appointment on a call that cannot exist there.
+    `now` (aware) decides whether the start is far enough away for a reminder SMS; without
+    it no reminder is planned.
     """
     has_current = state.meeting_id is not None
     wanted_organizer = None
@@ -305,7 +358,7 @@ def plan(
         if has_current:
             ops.append(DeleteMeeting(CURRENT))
         sms, warnings = _sms(document, "reschedule" if has_current else "confirmation", NEW)
-        ops += sms
+        ops += [*sms, *_reminder(document, sms, now)]
     else:
         # Same organizer, meeting exists: patch only what changed. With no version applied in
         # full yet (a first attempt stopped after createOrGet), what the meeting holds is not
@@ -328,13 +381,9 @@ def plan(
             sms, warnings = _sms(
                 document, "confirmation" if last is None else "reschedule", CURRENT
             )
-            ops += sms
+            ops += [*sms, *_reminder(document, sms, now)]
     # A retry of this version must not text the clients again.
-    ops = [
-        op
-        for op in ops
-        if not (isinstance(op, SendSms) and sms_marker(op.kind, document) == state.notified)
-    ]
+    ops = [op for op in ops if not _already_sent(op, document, state.notified)]
     if not global_features:
         ops, warnings = _without_global_only(ops, warnings, document)
     return Plan(
@@ -390,7 +439,9 @@ def progress(state: AppliedState, plan_: Plan, outcome: Outcome) -> AppliedState
         intents.discard(plan_.intent)
     updated = _with_meeting(state, chosen)
     notified = state.notified
-    if outcome.sms_sent:
+    if outcome.reminder_sent:
+        notified = sms_marker(REMINDER, plan_.document)  # it follows the SMS: both went out
+    elif outcome.sms_sent:
         notified = sms_marker(outcome.sms_sent[-1], plan_.document)
     return replace(
         updated,

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from enum import Enum
 from urllib.parse import quote
 
@@ -42,6 +43,7 @@ from shared.planning import (
     Operation,
     Outcome,
     Plan,
+    SendReminderSms,
     SendSms,
     UpdateMeeting,
     cleanup,
@@ -273,7 +275,11 @@ class Reconciler:
             return self._unmapped(attempt, document, unmapped)
 
         the_plan = plan(
-            document, state, organizer_id, global_features=self._graph().global_features
+            document,
+            state,
+            organizer_id,
+            global_features=self._graph().global_features,
+            now=datetime.fromtimestamp(now, UTC),
         )
         if not the_plan.operations:
             done = settle(state, the_plan, Outcome())
@@ -515,17 +521,30 @@ class Reconciler:
             elif isinstance(op, DeleteMeeting):
                 graph.delete_meeting(facts.organizer_id, facts.meeting_id)
                 outcome.deleted.add(op.slot)
-            elif isinstance(op, SendSms):
-                # A text is a notification, not the appointment: a refusal becomes a warning.
-                outcome.sms_sent.append(op.kind)  # sent or refused: not tried again
-                try:
-                    graph.send_sms(facts.organizer_id, facts.meeting_id, op.kind, op.attendees)
-                except PermanentGraphError as error:
-                    outcome.warnings.append(f"SMS {op.kind} not sent: {error.message}")
-                except GraphError:
-                    outcome.warnings.append(
-                        f"SMS {op.kind} not sent: Microsoft Graph was unavailable"
-                    )
+            elif isinstance(op, SendSms | SendReminderSms):
+                _notify(graph, op, facts, outcome)
+
+
+def _notify(
+    graph: GraphGateway, op: SendSms | SendReminderSms, facts: MeetingFacts, outcome: Outcome
+) -> None:
+    """Text the clients. A text is a notification, not the appointment: a refusal (or Graph
+    being unavailable) becomes a warning, and it is recorded as sent so it is never retried."""
+    if isinstance(op, SendSms):
+        outcome.sms_sent.append(op.kind)
+        what = f"SMS {op.kind} not sent"
+    else:
+        outcome.reminder_sent = True
+        what = "SMS reminder not scheduled"
+    try:
+        if isinstance(op, SendSms):
+            graph.send_sms(facts.organizer_id, facts.meeting_id, op.kind, op.attendees)
+        else:
+            graph.send_reminder_sms(facts.organizer_id, facts.meeting_id, op.attendees)
+    except PermanentGraphError as error:
+        outcome.warnings.append(f"{what}: {error.message}")
+    except GraphError:
+        outcome.warnings.append(f"{what}: Microsoft Graph was unavailable")
 
 
 def _with_route(message: str, external_id: str) -> str:
@@ -540,6 +559,7 @@ def _error_info(error: PermanentGraphError, external_id: str) -> ErrorInfo:
 def _touches_current(the_plan: Plan) -> bool:
     operations: tuple[Operation, ...] = the_plan.operations
     return any(
-        isinstance(op, (UpdateMeeting, FetchClientJoinUrl, SendSms)) and op.slot == CURRENT
+        isinstance(op, (UpdateMeeting, FetchClientJoinUrl, SendSms, SendReminderSms))
+        and op.slot == CURRENT
         for op in operations
     )

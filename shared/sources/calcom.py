@@ -201,7 +201,10 @@ def _scheduled(
     }
     document: dict[str, Any] = {
         "timeZone": time_zone or config.time_zone,
-        "settings": {"sendSmsNotifications": config.send_sms},
+        "settings": {
+            "sendSmsNotifications": config.send_sms,
+            "sendSmsReminder": config.send_sms_reminder,
+        },
     }
     if organizer_email is not None:
         document["organizer"] = organizer_email

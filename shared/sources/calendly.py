@@ -146,7 +146,10 @@ class Calendly:
             "source": config.name,
             "sourceAppointmentId": source_id,
             "timeZone": read.time_zone or config.time_zone,
-            "settings": {"sendSmsNotifications": config.send_sms},
+            "settings": {
+                "sendSmsNotifications": config.send_sms,
+                "sendSmsReminder": config.send_sms_reminder,
+            },
         }
         if read.organizer is not None:
             base["organizer"] = read.organizer

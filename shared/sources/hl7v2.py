@@ -596,7 +596,10 @@ def _candidate(
         "status": "cancelled" if cancelled else "scheduled",
         "subject": config.effective_subject,
         "timeZone": config.time_zone,
-        "settings": {"sendSmsNotifications": config.send_sms},
+        "settings": {
+            "sendSmsNotifications": config.send_sms,
+            "sendSmsReminder": config.send_sms_reminder,
+        },
     }
     try:
         start, end = _times(segments, zone)

@@ -77,10 +77,14 @@ def _named(config: SourceConfig) -> Any:
         if config.subject is not None:
             document["subject"] = config.subject
         settings = document.get("settings")
+        defaults = {
+            "sendSmsNotifications": config.send_sms,
+            "sendSmsReminder": config.send_sms_reminder,
+        }
         if settings is None:
-            document["settings"] = {"sendSmsNotifications": config.send_sms}
+            document["settings"] = defaults
         elif isinstance(settings, dict):
-            document["settings"] = {"sendSmsNotifications": config.send_sms} | settings
+            document["settings"] = defaults | settings
         return document
 
     return adapt

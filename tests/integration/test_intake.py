@@ -312,7 +312,11 @@ def largest_document() -> dict[str, Any]:
             }
         ]
         * 20,
-        "settings": {"allowClientToJoinUsingBrowser": True, "sendSmsNotifications": True},
+        "settings": {
+            "allowClientToJoinUsingBrowser": True,
+            "sendSmsNotifications": True,
+            "sendSmsReminder": True,
+        },
     }
 
 

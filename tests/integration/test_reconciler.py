@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -922,3 +922,139 @@ def test_an_error_message_names_the_appointments_own_replay_route(
     message_text = record(external_id)["error"]["message"]
     assert f"POST /api/appointments/{external_id}/reconcile" in message_text
     assert "{id}" not in message_text
+
+
+# --- the SMS reminder ----------------------------------------------------------------------
+
+REMINDER = {"sendSmsNotifications": True, "sendSmsReminder": True}
+
+
+def starting_in(hours: float) -> dict[str, str]:
+    """Times relative to the real clock: the reminder depends on how far away the start is."""
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=hours)
+    end = start + timedelta(minutes=30)
+    return {"startDateTime": start.isoformat(), "endDateTime": end.isoformat()}
+
+
+def reminders(emulator: GraphEmulator) -> list[Any]:
+    return [s for s in emulator.sms_sent() if s.message_type == "reminder"]
+
+
+def test_a_reminder_is_scheduled_15_minutes_before_each_new_time(
+    emulator: GraphEmulator,
+) -> None:
+    external_id = new_id()
+    first = starting_in(48)
+    deliver(doc(external_id, 0, settings=REMINDER, **first))
+    assert counts(emulator) == {
+        "createOrGet": 1,
+        "getJoinWebUrl": 1,
+        "sendSms": 1,
+        "sendReminderSms": 1,
+    }
+    emulator.reset_calls()
+    deliver(doc(external_id, 1, settings=REMINDER, subject="Renamed", **first))
+    assert counts(emulator) == {"updateMeeting": 1}  # the time stayed: no new reminder
+    emulator.reset_calls()
+    moved = starting_in(72)
+    deliver(doc(external_id, 2, settings=REMINDER, **moved))
+    assert counts(emulator) == {"updateMeeting": 1, "sendSms": 1, "sendReminderSms": 1}
+
+    assert [s.message_type for s in emulator.sms_sent()] == [
+        "confirmation",
+        "reminder",
+        "reschedule",
+        "reminder",
+    ]
+    due = [r.due_date_time for r in reminders(emulator)]
+    lead = timedelta(minutes=15)
+    assert due == [
+        datetime.fromisoformat(first["startDateTime"]) - lead,
+        datetime.fromisoformat(moved["startDateTime"]) - lead,
+    ]
+    assert all(r.remind_before == "mins15" for r in reminders(emulator))
+    assert reminders(emulator)[0].phone_numbers == ["+13125550123"]
+    assert reminders(emulator)[0].time_zones == ["Central Standard Time"]
+    assert record(external_id)["settings"]["sendSmsReminder"] is True
+
+
+def test_no_reminder_when_the_start_is_less_than_15_minutes_away(
+    emulator: GraphEmulator,
+) -> None:
+    deliver(doc(new_id(), 0, settings=REMINDER, **starting_in(0.2)))
+    assert counts(emulator) == {"createOrGet": 1, "getJoinWebUrl": 1, "sendSms": 1}
+
+
+def test_one_reminder_when_the_attempt_stops_between_the_sms_and_the_reminder(
+    emulator: GraphEmulator,
+) -> None:
+    external_id = new_id()
+    body = doc(external_id, 0, settings=REMINDER, **starting_in(48))
+    # Once the confirmation is out, the lease looks spent: the attempt stops before the
+    # reminder and is retried.
+    interrupted = Reconciler(
+        runtime.store(),
+        runtime.queue(),
+        runtime.graph_gateway,
+        queue_semantics(),
+        directory=runtime.directory(),
+        clock=lambda: time.time() + (LEASE_SECONDS if emulator.sms_sent() else 0.0),
+    )
+    with pytest.raises(RetryLater):
+        interrupted.handle(message(body), 1)
+    assert [s.message_type for s in emulator.sms_sent()] == ["confirmation"]
+
+    deliver(body, dequeue_count=2)
+    deliver(body, dequeue_count=3)  # a duplicate delivery: settled, nothing sent
+
+    assert [s.message_type for s in emulator.sms_sent()] == ["confirmation", "reminder"]
+    assert emulator.call_counts()["sendReminderSms"] == 1
+    state = record(external_id)
+    assert state["status"] == "scheduled"
+    assert state["warnings"] == []
+
+
+def test_a_version_handed_back_before_its_sms_sends_one_reminder(
+    emulator: GraphEmulator,
+) -> None:
+    external_id = new_id()
+    deliver(doc(external_id, 0, settings=REMINDER, **starting_in(48)))
+    emulator.inject_fault(operation="updateMeeting", status=429, retry_after=45, count=1)
+    moved = doc(external_id, 1, settings=REMINDER, **starting_in(72))
+    deliver(moved)
+    assert record(external_id)["status"] == "scheduled"
+    assert record(external_id)["pending"] is True
+
+    deliver(moved)  # the handed-back message, once visible again
+    assert [s.message_type for s in emulator.sms_sent()] == [
+        "confirmation",
+        "reminder",
+        "reschedule",
+        "reminder",
+    ]
+
+
+def test_a_refused_reminder_is_a_warning_not_a_failure(emulator: GraphEmulator) -> None:
+    emulator.inject_fault(operation="sendReminderSms", status=400, count=1)
+    external_id = new_id()
+    body = doc(external_id, 0, settings=REMINDER, **starting_in(48))
+    deliver(body)
+    state = record(external_id)
+    assert state["status"] == "scheduled"
+    [warning] = state["warnings"]
+    assert warning.startswith("SMS reminder not scheduled: Microsoft Graph refused")
+    assert [s.message_type for s in emulator.sms_sent()] == ["confirmation"]
+    deliver(body, dequeue_count=2)  # never tried again
+    assert emulator.call_counts()["sendReminderSms"] == 1
+
+
+def test_a_reminder_refused_for_a_missing_role_names_the_role(emulator: GraphEmulator) -> None:
+    emulator.granted_roles.discard("VirtualAppointmentNotification.Send")
+    external_id = new_id()
+    deliver(doc(external_id, 0, settings=REMINDER, **starting_in(48)))
+    state = record(external_id)
+    assert state["status"] == "scheduled"
+    sms, reminder = state["warnings"]
+    assert sms.startswith("SMS confirmation not sent:")
+    assert reminder.startswith("SMS reminder not scheduled:")
+    assert "VirtualAppointmentNotification.Send" in reminder

@@ -6,6 +6,7 @@ Pure: documents and states in, operations out; no storage, no Graph.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -16,12 +17,14 @@ from shared.planning import (
     NEW,
     NO_BROWSER_LINK_WARNING,
     NO_SMS_WARNING,
+    REMINDER,
     CreateOrGetMeeting,
     DeleteMeeting,
     FetchClientJoinUrl,
     MeetingFacts,
     Operation,
     Outcome,
+    SendReminderSms,
     SendSms,
     UpdateMeeting,
     cleanup,
@@ -321,4 +324,127 @@ def test_the_global_cloud_is_the_default() -> None:
     document = valid(doc(appointmentClients=CLIENT, settings=SMS_ON))
     assert plan(document, AppliedState(), ORGANIZER_GUID) == plan(
         document, AppliedState(), ORGANIZER_GUID, global_features=True
+    )
+
+
+# --- the SMS reminder ------------------------------------------------------------------------
+
+REMINDER_ON = {"sendSmsNotifications": True, "sendSmsReminder": True}
+# A day before the factories' start (2026-12-01T09:00Z): far enough away for a reminder.
+NOW = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+MOVED = {"startDateTime": "2026-12-01T10:00:00Z", "endDateTime": "2026-12-01T10:30:00Z"}
+
+
+def test_a_reminder_follows_the_confirmation_and_goes_to_the_same_numbers() -> None:
+    document = valid(doc(appointmentClients=CLIENT, settings=REMINDER_ON))
+    the_plan = plan(document, AppliedState(), ORGANIZER_GUID, now=NOW)
+    assert kinds(the_plan.operations) == [
+        "CreateOrGetMeeting:new",
+        "FetchClientJoinUrl:new",
+        "SendSms:new:confirmation",
+        "SendReminderSms:new",
+    ]
+    sms, reminder = the_plan.operations[-2:]
+    assert isinstance(sms, SendSms)
+    assert isinstance(reminder, SendReminderSms)
+    assert reminder.attendees == sms.attendees
+
+
+def test_a_reminder_for_each_version_whose_time_changed() -> None:
+    state = applied(settings=REMINDER_ON)
+    moved = plan(valid(later(settings=REMINDER_ON, **MOVED)), state, ORGANIZER_GUID, now=NOW)
+    assert kinds(moved.operations) == [
+        "UpdateMeeting:current",
+        "SendSms:current:reschedule",
+        "SendReminderSms:current",
+    ]
+    other = plan(
+        valid(later(organizer=OTHER, settings=REMINDER_ON)), state, OTHER, now=NOW
+    ).operations
+    assert kinds(other)[-2:] == ["SendSms:new:reschedule", "SendReminderSms:new"]
+
+
+def test_no_reminder_on_a_subject_only_change() -> None:
+    state = applied(settings=REMINDER_ON)
+    renamed = plan(
+        valid(later(subject="New", settings=REMINDER_ON)), state, ORGANIZER_GUID, now=NOW
+    )
+    assert kinds(renamed.operations) == ["UpdateMeeting:current"]
+
+
+def test_no_reminder_without_sms_or_without_asking() -> None:
+    without_sms = {"sendSmsNotifications": False, "sendSmsReminder": True}
+    for settings in (without_sms, SMS_ON):
+        document = valid(doc(appointmentClients=CLIENT, settings=settings))
+        operations = plan(document, AppliedState(), ORGANIZER_GUID, now=NOW).operations
+        assert not any(isinstance(op, SendReminderSms) for op in operations)
+
+
+def test_no_reminder_when_the_start_is_less_than_15_minutes_away() -> None:
+    document = valid(doc(appointmentClients=CLIENT, settings=REMINDER_ON))
+    assert document.start is not None
+    for now, expected in (
+        (document.start - timedelta(minutes=15), True),
+        (document.start - timedelta(minutes=14, seconds=59), False),
+        (document.start + timedelta(hours=1), False),
+        (None, False),  # without a clock nothing says the start is far enough away
+    ):
+        operations = plan(document, AppliedState(), ORGANIZER_GUID, now=now).operations
+        assert any(isinstance(op, SendReminderSms) for op in operations) is expected, now
+        assert kinds(operations)[2] == "SendSms:new:confirmation"  # the SMS goes regardless
+
+
+def test_no_reminder_on_a_cancellation() -> None:
+    state = applied(settings=REMINDER_ON)
+    the_plan = plan(valid(cancelled()), state, None, now=NOW)
+    assert kinds(the_plan.operations) == ["SendSms:current:cancellation", "DeleteMeeting:current"]
+
+
+def test_non_us_numbers_get_no_reminder_and_one_warning_each() -> None:
+    clients = [
+        {"displayName": "US", "smsCapablePhoneNumber": "+13125550123"},
+        {"displayName": "London", "smsCapablePhoneNumber": "+442071838750"},
+    ]
+    document = valid(doc(appointmentClients=clients, settings=REMINDER_ON))
+    the_plan = plan(document, AppliedState(), ORGANIZER_GUID, now=NOW)
+    [reminder] = [op for op in the_plan.operations if isinstance(op, SendReminderSms)]
+    assert [a.phone_number for a in reminder.attendees] == ["+13125550123"]
+    assert [w for w in the_plan.warnings if "United States" in w] == [
+        "appointmentClients/1: SMS not sent; Microsoft Graph texts United States numbers only"
+    ]
+    london = valid(doc(appointmentClients=clients[1:], settings=REMINDER_ON))
+    alone = plan(london, AppliedState(), ORGANIZER_GUID, now=NOW)
+    assert kinds(alone.operations) == ["CreateOrGetMeeting:new", "FetchClientJoinUrl:new"]
+    assert len(alone.warnings) == 1
+
+
+def test_outside_the_global_cloud_no_reminder_and_the_one_sms_warning() -> None:
+    document = valid(doc(appointmentClients=CLIENT, settings=REMINDER_ON))
+    the_plan = plan(document, AppliedState(), ORGANIZER_GUID, global_features=False, now=NOW)
+    assert kinds(the_plan.operations) == ["CreateOrGetMeeting:new"]
+    assert the_plan.warnings == (NO_BROWSER_LINK_WARNING, NO_SMS_WARNING)
+
+
+def test_a_retry_sends_neither_text_again_once_the_reminder_went_out() -> None:
+    document = valid(later(settings=REMINDER_ON, **MOVED))
+    state = applied(settings=REMINDER_ON)
+    first = plan(document, state, ORGANIZER_GUID, now=NOW)
+    # The SMS went out, then the attempt stopped before the reminder: only the reminder is left.
+    after_sms = progress(state, first, Outcome(sms_sent=["reschedule"]))
+    assert after_sms.notified == sms_marker("reschedule", document)
+    retry = plan(document, after_sms, ORGANIZER_GUID, now=NOW)
+    assert kinds(retry.operations) == ["UpdateMeeting:current", "SendReminderSms:current"]
+    # Both went out, then the attempt stopped: neither is sent again.
+    after_both = progress(state, first, Outcome(sms_sent=["reschedule"], reminder_sent=True))
+    assert after_both.notified == sms_marker(REMINDER, document)
+    assert kinds(plan(document, after_both, ORGANIZER_GUID, now=NOW).operations) == [
+        "UpdateMeeting:current"
+    ]
+    assert settle(after_both, first, Outcome()).notified is None
+
+
+def test_a_document_without_the_reminder_setting_plans_as_before() -> None:
+    document = valid(doc(appointmentClients=CLIENT, settings=SMS_ON))
+    assert plan(document, AppliedState(), ORGANIZER_GUID, now=NOW) == plan(
+        document, AppliedState(), ORGANIZER_GUID
     )

@@ -80,7 +80,11 @@ def test_nothing_applied_yet_is_pending_and_shows_the_desired_document() -> None
             {"displayName": "Sam Carer", "emailAddress": "sam@example.com"},
         ],
         "appointmentClientJoinWebUrl": None,
-        "settings": {"allowClientToJoinUsingBrowser": True, "sendSmsNotifications": True},
+        "settings": {
+            "allowClientToJoinUsingBrowser": True,
+            "sendSmsNotifications": True,
+            "sendSmsReminder": False,
+        },
         "status": "pending",
         "organizer": ORGANIZER_GUID,
         "organizerId": None,
@@ -125,6 +129,7 @@ def test_defaults_show_when_the_document_omits_them() -> None:
     assert view["settings"] == {
         "allowClientToJoinUsingBrowser": True,
         "sendSmsNotifications": False,
+        "sendSmsReminder": False,
     }
 
 

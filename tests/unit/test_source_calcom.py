@@ -235,7 +235,7 @@ def test_a_created_booking_is_one_scheduled_appointment() -> None:
         "endDateTime": "2026-03-10T16:30:00Z",
         "subject": "Follow-up consultation between Dr. Morgan Rivera and Avery Quinn",
         "timeZone": "America/New_York",
-        "settings": {"sendSmsNotifications": False},
+        "settings": {"sendSmsNotifications": False, "sendSmsReminder": False},
         "appointmentClients": [
             {
                 "displayName": "Avery Quinn",
@@ -334,7 +334,15 @@ def test_without_the_organizers_zone_the_sources_zone() -> None:
 
 def test_sms_follows_the_sources_setting() -> None:
     config = SourceConfig(name="bookings", kind="calcom", send_sms=True)
-    assert only(created(), config)["settings"] == {"sendSmsNotifications": True}
+    assert only(created(), config)["settings"] == {
+        "sendSmsNotifications": True,
+        "sendSmsReminder": False,
+    }
+
+
+def test_the_sms_reminder_follows_the_sources_setting() -> None:
+    config = SourceConfig(name="bookings", kind="calcom", send_sms=True, send_sms_reminder=True)
+    assert only(created(), config)["settings"]["sendSmsReminder"] is True
 
 
 # --- clients -------------------------------------------------------------------------------------

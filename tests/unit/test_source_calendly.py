@@ -364,7 +364,7 @@ def test_times_subject_and_zone_come_from_the_event_and_invitee() -> None:
     assert document["endDateTime"] == "2026-03-10T16:30:00.000000Z"
     assert document["subject"] == "Follow-up consultation"
     assert document["timeZone"] == "America/Chicago"
-    assert document["settings"] == {"sendSmsNotifications": False}
+    assert document["settings"] == {"sendSmsNotifications": False, "sendSmsReminder": False}
     assert "warnings" not in document
 
 
@@ -380,7 +380,15 @@ def test_times_without_offset_are_read_in_the_sources_zone() -> None:
 
 def test_sms_follows_the_sources_setting() -> None:
     config = SourceConfig(name="clinic", kind="calendly", send_sms=True)
-    assert only(parse(created(), config))["settings"] == {"sendSmsNotifications": True}
+    assert only(parse(created(), config))["settings"] == {
+        "sendSmsNotifications": True,
+        "sendSmsReminder": False,
+    }
+
+
+def test_the_sms_reminder_follows_the_sources_setting() -> None:
+    config = SourceConfig(name="clinic", kind="calendly", send_sms=True, send_sms_reminder=True)
+    assert only(parse(created(), config))["settings"]["sendSmsReminder"] is True
 
 
 def test_the_sources_subject_overrides_the_event_name() -> None:

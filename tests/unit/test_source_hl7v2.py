@@ -702,10 +702,12 @@ def test_subject_is_never_clinical() -> None:
         msh(), "SCH|P|F|||||Chemotherapy|HIV review|||^^^20260110090000^20260110093000", AIP
     )
     assert doc(body)["subject"] == "Virtual appointment"
-    custom = SourceConfig(name="ehr", kind="hl7v2", subject="Clinic call", send_sms=True)
+    custom = SourceConfig(
+        name="ehr", kind="hl7v2", subject="Clinic call", send_sms=True, send_sms_reminder=True
+    )
     document = doc(body, custom)
     assert document["subject"] == "Clinic call"
-    assert document["settings"] == {"sendSmsNotifications": True}
+    assert document["settings"] == {"sendSmsNotifications": True, "sendSmsReminder": True}
     assert "Chemotherapy" not in str(document)
 
 
