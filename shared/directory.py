@@ -164,6 +164,7 @@ class Directory:
         self._table = table
         self._clock = clock
         self._cache: dict[tuple[str, str], tuple[float, Entry]] = {}
+        self._key_locks: dict[tuple[str, str], threading.Lock] = {}
         self._lock = threading.Lock()
 
     @property
@@ -171,21 +172,38 @@ class Directory:
         return self._table
 
     def lookup(self, source: str, identifier: str, *, fresh: bool = False) -> Entry | None:
-        """The entry for (source, identifier): at most one table read per minute if found."""
+        """The entry for (source, identifier): at most one table read per minute if found.
+
+        Threads that miss the cache for the same key wait for one read instead of each
+        making their own.
+        """
         key = (source, identifier.lower())
-        now = self._clock()
         if not fresh:
-            with self._lock:
-                cached = self._cache.get(key)
-            if cached is not None and now - cached[0] < CACHE_SECONDS:
-                return cached[1]
-        entry = self._table.get(source, identifier)
+            cached = self._cached(key)
+            if cached is not None:
+                return cached
         with self._lock:
-            if entry is None:
-                self._cache.pop(key, None)
-            else:
-                self._cache[key] = (now, entry)
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:
+            if not fresh:
+                cached = self._cached(key)
+                if cached is not None:
+                    return cached
+            entry = self._table.get(source, identifier)
+            with self._lock:
+                if entry is None:
+                    self._cache.pop(key, None)
+                else:
+                    self._cache[key] = (self._clock(), entry)
+                self._key_locks.pop(key, None)
         return entry
+
+    def _cached(self, key: tuple[str, str]) -> Entry | None:
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None and self._clock() - cached[0] < CACHE_SECONDS:
+            return cached[1]
+        return None
 
     def resolve(self, source: str, identifier: str, *, fresh: bool = False) -> str | None:
         """The Teams user (UPN or object id) for a source's organizer identifier, or None."""

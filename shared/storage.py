@@ -507,7 +507,10 @@ class AppointmentStore:
             "Document": json.dumps(final.to_json(), ensure_ascii=False),
             "DeliveryIds": json.dumps(ids),
             "Parts": (
-                json.dumps([assembly.to_json(p) for p in merged.values()])
+                json.dumps(
+                    [assembly.to_json(p) for p in assembly.compact(merged).values()],
+                    separators=(",", ":"),
+                )
                 if part is not None
                 else (current.get("Parts", "") if current else "")
             ),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Sequence
 
 from shared.directory import CACHE_SECONDS, Directory, Entry, parse_entries, resolve_user
@@ -111,3 +113,25 @@ def test_entries_are_validated_with_pointers_and_the_last_of_a_pair_wins() -> No
         [{"source": "e", "identifier": str(n), "user": GUID} for n in range(501)]
     )
     assert [e.path for e in too_many if isinstance(e, FieldError)] == [""]
+
+
+def test_threads_missing_the_cache_together_make_one_read() -> None:
+    class SlowTable(MemoryTable):
+        def get(self, source: str, identifier: str) -> Entry | None:
+            time.sleep(0.05)
+            return super().get(source, identifier)
+
+    table = SlowTable()
+    table.save([Entry("epic", "1234", GUID)], "t")
+    directory = Directory(table)
+    results: list[str | None] = []
+    workers = [
+        threading.Thread(target=lambda: results.append(directory.resolve("epic", "1234")))
+        for _ in range(8)
+    ]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert results == [GUID] * 8
+    assert table.reads == 1
