@@ -175,6 +175,26 @@ def _is_missing(error: ResourceNotFoundError, code: str) -> bool:
     return getattr(error, "error_code", None) == code or code in str(error)
 
 
+def _table_call(table: TableClient, call: Callable[[], T]) -> T:
+    """Run a table call, creating the table once if it is missing.
+
+    A transaction (a directory save) on a missing table fails as a whole with a TableNotFound
+    refusal rather than a not-found error: the table is created for it too, or the first
+    PUT /api/organizers of a new deployment would answer 500.
+    """
+    try:
+        return _guard(call)
+    except ResourceNotFoundError as error:
+        if not _is_missing(error, "TableNotFound"):
+            raise
+    except StorageRejected as error:
+        if error.error_code != "TableNotFound":
+            raise
+    with contextlib.suppress(ResourceExistsError):
+        _guard(table.create_table)
+    return _guard(call)
+
+
 class EventQueue:
     """The `appointment-events` queue (and its poison queue) as plain-text JSON messages."""
 
@@ -344,15 +364,7 @@ class AppointmentStore:
         return cls(service.get_table_client(TABLE_NAME))
 
     def _call(self, call: Callable[[], T]) -> T:
-        """Run a table call, creating the table once if it is missing."""
-        try:
-            return _guard(call)
-        except ResourceNotFoundError as error:
-            if not _is_missing(error, "TableNotFound"):
-                raise
-            with contextlib.suppress(ResourceExistsError):
-                _guard(self._table.create_table)
-            return _guard(call)
+        return _table_call(self._table, call)
 
     def _get(self, partition: str, row: str) -> dict[str, Any] | None:
         def read() -> dict[str, Any]:
@@ -599,20 +611,7 @@ class OrganizerTable:
         return cls(service.get_table_client(DIRECTORY_TABLE_NAME))
 
     def _call(self, call: Callable[[], T]) -> T:
-        try:
-            return _guard(call)
-        except ResourceNotFoundError as error:
-            if not _is_missing(error, "TableNotFound"):
-                raise
-        except StorageRejected as error:
-            # A transaction (save) on a missing table fails as a whole with TableNotFound
-            # instead of a not-found error: create the table for it too, or the first PUT
-            # /api/organizers of a new deployment would answer 500.
-            if error.error_code != "TableNotFound":
-                raise
-        with contextlib.suppress(ResourceExistsError):
-            _guard(self._table.create_table)
-        return _guard(call)
+        return _table_call(self._table, call)
 
     @staticmethod
     def _entry(entity: Mapping[str, Any]) -> Entry:
