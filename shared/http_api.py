@@ -23,6 +23,7 @@ from shared.intake import Intake, Reply, refused
 from shared.problems import Problem, validation_problem
 from shared.records import StoredAppointment, status_view, utc_text
 from shared.settings import SettingsError
+from shared.sources.base import DEFAULT_SOURCE
 from shared.storage import StorageRejected, StorageUnavailable
 
 log = logging.getLogger(__name__)
@@ -84,35 +85,32 @@ def _load(request: func.HttpRequest, correlation: str) -> StoredAppointment | fu
     return stored
 
 
+def _intake(req: func.HttpRequest, source: str) -> func.HttpResponse:
+    """Hand one delivery to the intake pipeline, for the source its route names."""
+    correlation = correlation_id(req)
+    try:
+        current = settings.current()
+    except SettingsError as error:
+        return _misconfigured(error, "webhook endpoint", correlation)
+    headers = {key.lower(): value for key, value in req.headers.items()}
+    intake = Intake(current, runtime.store, runtime.queue)
+    return _respond(intake.handle(headers, req.get_body(), correlation, source), correlation)
+
+
 @blueprint.function_name("receive_appointments")
 @blueprint.route(
     route="webhooks/appointments", methods=["POST"], auth_level=func.AuthLevel.FUNCTION
 )
 def receive_appointments(req: func.HttpRequest) -> func.HttpResponse:
     """Intake of appointment documents from the scheduling system."""
-    correlation = correlation_id(req)
-    try:
-        current = settings.current()
-    except SettingsError as error:
-        return _misconfigured(error, "webhook endpoint", correlation)
-    headers = {key.lower(): value for key, value in req.headers.items()}
-    intake = Intake(current, runtime.store, runtime.queue)
-    return _respond(intake.handle(headers, req.get_body(), correlation), correlation)
+    return _intake(req, DEFAULT_SOURCE)
 
 
 @blueprint.function_name("receive_source")
 @blueprint.route(route="webhooks/{source}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 def receive_source(req: func.HttpRequest) -> func.HttpResponse:
     """Intake of a named source's deliveries in its own format (HL7 v2, Calendly, Cal.com)."""
-    correlation = correlation_id(req)
-    try:
-        current = settings.current()
-    except SettingsError as error:
-        return _misconfigured(error, "webhook endpoint", correlation)
-    headers = {key.lower(): value for key, value in req.headers.items()}
-    intake = Intake(current, runtime.store, runtime.queue)
-    source = req.route_params.get("source", "")
-    return _respond(intake.handle(headers, req.get_body(), correlation, source), correlation)
+    return _intake(req, req.route_params.get("source", ""))
 
 
 @blueprint.function_name("get_appointment")
