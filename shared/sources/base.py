@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
+from shared import signatures
 from shared.documents import DEFAULT_SUBJECT, FieldError
 from shared.problems import MEDIA_TYPE, Problem, validation_problem
 
@@ -69,6 +70,29 @@ class AuthenticationError(Exception):
     def __init__(self, message: str, challenge: str = "Signature") -> None:
         super().__init__(message)
         self.challenge = challenge  # the WWW-Authenticate value
+
+
+def verify_timestamped_signature(
+    headers: Mapping[str, str],
+    body: bytes,
+    secrets: Sequence[str],
+    *,
+    now: float,
+    tolerance_seconds: int,
+    header: str = signatures.HEADER,
+) -> None:
+    """`{header}: t=<unix>,v1=<hex>` (the native and Calendly scheme), or AuthenticationError."""
+    try:
+        signatures.verify(
+            headers.get(header.lower()),
+            body,
+            secrets,
+            now=now,
+            tolerance_seconds=tolerance_seconds,
+            name=header,
+        )
+    except signatures.SignatureError as error:
+        raise AuthenticationError(str(error)) from None
 
 
 class UnsupportedMediaType(Exception):

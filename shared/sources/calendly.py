@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from shared import parts, signatures
+from shared import parts
 from shared.documents import FieldError, json_pointer, parse_rfc3339
+from shared.envelopes import JSON
 from shared.sources.base import (
-    AuthenticationError,
     Candidate,
     InvalidBody,
     Outcome,
@@ -28,9 +28,9 @@ from shared.sources.base import (
     SourceKind,
     external_id,
     json_reply,
+    verify_timestamped_signature,
 )
 from shared.sources.jsonbody import (
-    JSON,
     Path,
     Reader,
     full_name,
@@ -100,17 +100,9 @@ class Calendly:
         tolerance_seconds: int,
     ) -> None:
         """`Calendly-Webhook-Signature: t=<unix>,v1=<hex>`: the native scheme, another name."""
-        try:
-            signatures.verify(
-                headers.get(HEADER.lower()),
-                body,
-                secrets,
-                now=now,
-                tolerance_seconds=tolerance_seconds,
-                name=HEADER,
-            )
-        except signatures.SignatureError as error:
-            raise AuthenticationError(str(error)) from None
+        verify_timestamped_signature(
+            headers, body, secrets, now=now, tolerance_seconds=tolerance_seconds, header=HEADER
+        )
 
     def parse(self, headers: Mapping[str, str], body: bytes, config: SourceConfig) -> Parsed:
         root = load_object(headers, body)

@@ -10,11 +10,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from shared import signatures
 from shared.envelopes import SUPPORTED_MEDIA_TYPES, parse_body, sender_fields
 from shared.sources.base import (
     DEFAULT_SOURCE,
-    AuthenticationError,
     Candidate,
     Outcome,
     Parsed,
@@ -22,6 +20,7 @@ from shared.sources.base import (
     SourceConfig,
     external_id,
     json_reply,
+    verify_timestamped_signature,
 )
 
 
@@ -38,16 +37,9 @@ class NativeKind:
         now: float,
         tolerance_seconds: int,
     ) -> None:
-        try:
-            signatures.verify(
-                headers.get(signatures.HEADER.lower()),
-                body,
-                secrets,
-                now=now,
-                tolerance_seconds=tolerance_seconds,
-            )
-        except signatures.SignatureError as error:
-            raise AuthenticationError(str(error)) from None
+        verify_timestamped_signature(
+            headers, body, secrets, now=now, tolerance_seconds=tolerance_seconds
+        )
 
     def parse(self, headers: Mapping[str, str], body: bytes, config: SourceConfig) -> Parsed:
         if config.name == DEFAULT_SOURCE:
