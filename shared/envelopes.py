@@ -30,7 +30,7 @@ SUPPORTED_MEDIA_TYPES = (JSON, CLOUDEVENT, CLOUDEVENT_BATCH)
 MAX_BATCH = 100
 
 
-__all__ = ["Entry", "InvalidBody", "UnsupportedMediaType", "media_type", "parse_body"]
+__all__ = ["Entry", "InvalidBody", "UnsupportedMediaType", "load_json", "media_type", "parse_body"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +87,8 @@ def _no_constant(name: str) -> NoReturn:
     raise InvalidBody("The body is not valid JSON.", [FieldError("", message)])
 
 
-def _load_json(body: bytes) -> object:
+def load_json(body: bytes) -> object:
+    """The body as JSON (UTF-8, RFC 8259: no NaN or Infinity), or InvalidBody saying why."""
     try:
         return json.loads(body.decode("utf-8"), parse_constant=_no_constant)
     except UnicodeDecodeError:
@@ -130,7 +131,7 @@ def parse_body(
     kind = media_type(content_type)
     if kind not in SUPPORTED_MEDIA_TYPES:
         raise UnsupportedMediaType(kind or "(none)")
-    payload = _load_json(body)
+    payload = load_json(body)
 
     items: list[tuple[object, tuple[int | str, ...]]]
     if kind in (JSON, CLOUDEVENT):

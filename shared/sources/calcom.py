@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from shared.documents import json_pointer
+from shared.envelopes import JSON
 from shared.sources.base import (
     AuthenticationError,
     Candidate,
@@ -27,7 +28,6 @@ from shared.sources.base import (
     json_reply,
 )
 from shared.sources.jsonbody import (
-    JSON,
     Path,
     Reader,
     full_name,

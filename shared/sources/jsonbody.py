@@ -7,18 +7,17 @@ and the normalisation of times, subjects and phone numbers into the native docum
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, NoReturn
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from shared.documents import FieldError, json_pointer, parse_rfc3339
+from shared.envelopes import JSON, load_json
 from shared.phones import to_e164
 from shared.sources.base import InvalidBody, UnsupportedMediaType, media_type
 
-JSON = "application/json"
 Path = tuple[str | int, ...]
 
 # A date-time with no offset (`2024-01-01T10:00:00`, `.123`, a space for the `T`): read in the
@@ -30,25 +29,13 @@ MAX_SUBJECT = 255
 PHONE_WARNING = "A client's phone number could not be read as a phone number and was left out."
 
 
-def _no_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not valid JSON: use a number or null")
-
-
 def load_object(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     """The body as a JSON object: UnsupportedMediaType unless `application/json` (a charset
     parameter is fine; JSON is UTF-8, RFC 8259), InvalidBody unless an object."""
     kind = media_type(headers.get("content-type"))
     if kind != JSON:
         raise UnsupportedMediaType(kind)
-    try:
-        value = json.loads(body.decode("utf-8"), parse_constant=_no_constant)
-    except UnicodeDecodeError:
-        raise InvalidBody("The body is not UTF-8.", [FieldError("", "must be UTF-8")]) from None
-    except RecursionError:
-        raise InvalidBody("The body is nested too deeply.", [FieldError("", "too deep")]) from None
-    except ValueError as error:
-        # json's messages name a position, never the body's content.
-        raise InvalidBody("The body is not valid JSON.", [FieldError("", str(error))]) from None
+    value = load_json(body)
     if not isinstance(value, dict):
         raise InvalidBody("The body is not a JSON object.", [FieldError("", "must be an object")])
     return value
