@@ -98,3 +98,14 @@ def source_request(source: str, body: bytes, headers: dict[str, str]) -> func.Ht
         body=body,
         route_params={"source": source},
     )
+
+
+def record(external_id: str) -> dict[str, Any]:
+    """The status record, read through the real GET function (it must exist)."""
+    from shared.http_api import get_appointment
+
+    response = get_appointment(
+        get_request(f"appointments/{external_id}", {"externalAppointmentId": external_id})
+    )
+    assert response.status_code == 200, response.get_body()
+    return dict(json.loads(response.get_body()))

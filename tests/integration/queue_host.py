@@ -59,3 +59,11 @@ def drain(
             queue.delete_message(message)
             counts["processed"] += 1
     raise TimeoutError(f"queue not drained in {deadline_seconds} s: {counts}")
+
+
+def reconcile_all(queue: QueueClient, poison: QueueClient) -> None:
+    """Drain the event queue through the app's queue function; nothing may end in poison."""
+    from shared.queue_functions import reconcile_appointment_event
+
+    outcome = drain(queue, poison, reconcile_appointment_event)
+    assert outcome["poisoned"] == 0, outcome

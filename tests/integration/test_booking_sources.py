@@ -17,12 +17,11 @@ from azure.storage.queue import QueueClient
 from devtools.azurite import Azurite
 from devtools.graph_emulator import GraphEmulator
 from shared import signatures
-from shared.http_api import get_appointment, receive_source
-from shared.queue_functions import reconcile_appointment_event
+from shared.http_api import receive_source
 from shared.settings import POISON_QUEUE_NAME
 from shared.sources import calcom
-from tests.integration.queue_host import drain
-from tests.support import ALEX, ALEX_UPN, get_request, source_request
+from tests.integration.queue_host import reconcile_all
+from tests.support import ALEX, ALEX_UPN, record, source_request
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 SECRET = "booking-secret-0123456789"
@@ -67,14 +66,6 @@ def calcom_post(body: dict[str, Any], secret: str = SECRET) -> func.HttpResponse
     return answer
 
 
-def record(external_id: str) -> dict[str, Any]:
-    response = get_appointment(
-        get_request(f"appointments/{external_id}", {"externalAppointmentId": external_id})
-    )
-    assert response.status_code == 200, response.get_body()
-    return dict(json.loads(response.get_body()))
-
-
 def invitee(event: str, number: int, updated: str, event_id: str) -> dict[str, Any]:
     """A delivery for invitee `number` of the Calendly event `event_id`, hosted by Alex."""
     body = fixture("calendly", "invitee-created")
@@ -93,10 +84,6 @@ def invitee(event: str, number: int, updated: str, event_id: str) -> dict[str, A
     return body
 
 
-def run(queue: QueueClient, poison: QueueClient) -> None:
-    assert drain(queue, poison, reconcile_appointment_event)["poisoned"] == 0
-
-
 def test_a_group_event_in_any_order_becomes_one_meeting_with_every_active_invitee(
     sites: QueueClient, poison: QueueClient, emulator: GraphEmulator
 ) -> None:
@@ -111,7 +98,7 @@ def test_a_group_event_in_any_order_becomes_one_meeting_with_every_active_invite
     for body in deliveries:
         response = calendly_post(body)
         assert response.status_code == 202, response.get_body()
-    run(sites, poison)
+    reconcile_all(sites, poison)
     shown = record(f"booking:{event_id}")
     assert shown["status"] == "scheduled"
     assert [c["displayName"] for c in shown["appointmentClients"]] == ["Invitee 1", "Invitee 2"]
@@ -127,10 +114,10 @@ def test_every_invitee_canceled_cancels_the_appointment(
 ) -> None:
     event_id = f"EVT-{time.time_ns()}"
     calendly_post(invitee("invitee.created", 1, "2026-12-01T10:01:00Z", event_id))
-    run(sites, poison)
+    reconcile_all(sites, poison)
     assert len(emulator.meetings()) == 1
     calendly_post(invitee("invitee.canceled", 1, "2026-12-01T11:00:00Z", event_id))
-    run(sites, poison)
+    reconcile_all(sites, poison)
     assert record(f"booking:{event_id}")["status"] == "cancelled"
     assert emulator.meetings() == []
 
@@ -166,7 +153,7 @@ def test_a_calcom_reschedule_cancels_the_old_booking_and_schedules_the_new(
     created["payload"]["organizer"]["email"] = ALEX_UPN
     old_uid = created["payload"]["uid"] = f"bk-{time.time_ns()}"
     assert calcom_post(created).status_code == 202
-    run(sites, poison)
+    reconcile_all(sites, poison)
     assert record(f"cal:{old_uid}")["status"] == "scheduled"
 
     moved = fixture("calcom", "booking-rescheduled")
@@ -177,7 +164,7 @@ def test_a_calcom_reschedule_cancels_the_old_booking_and_schedules_the_new(
     assert answer.status_code == 202
     accepted = [a["externalAppointmentId"] for a in json.loads(answer.get_body())["accepted"]]
     assert accepted == [f"cal:{old_uid}", f"cal:{new_uid}"]
-    run(sites, poison)
+    reconcile_all(sites, poison)
     assert record(f"cal:{old_uid}")["status"] == "cancelled"
     new = record(f"cal:{new_uid}")
     assert new["status"] == "scheduled"
@@ -192,10 +179,10 @@ def test_a_replayed_calcom_delivery_changes_nothing(
     created["payload"]["organizer"]["email"] = ALEX_UPN
     uid = created["payload"]["uid"] = f"bk-{time.time_ns()}"
     calcom_post(created)
-    run(sites, poison)
+    reconcile_all(sites, poison)
     before = emulator.call_counts()
     assert calcom_post(created).status_code == 202
-    run(sites, poison)
+    reconcile_all(sites, poison)
     assert emulator.call_counts() == before
     assert record(f"cal:{uid}")["status"] == "scheduled"
 

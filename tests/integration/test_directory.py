@@ -21,22 +21,20 @@ from devtools.graph_emulator import GraphEmulator
 from shared import runtime
 from shared.http_api import (
     delete_organizer,
-    get_appointment,
     list_organizers,
     receive_appointments,
     receive_source,
     save_organizers,
 )
-from shared.queue_functions import reconcile_appointment_event
 from shared.settings import POISON_QUEUE_NAME
-from tests.integration.queue_host import drain
+from tests.integration.queue_host import reconcile_all
 from tests.support import (
     ALEX,
     ALEX_UPN,
     MEGAN,
     document,
     encode,
-    get_request,
+    record,
     signed_request,
     source_request,
 )
@@ -88,19 +86,6 @@ def organizers(method: str, **params: str) -> func.HttpResponse:
     return answer
 
 
-def record(external_id: str) -> dict[str, Any]:
-    response = get_appointment(
-        get_request(f"appointments/{external_id}", {"externalAppointmentId": external_id})
-    )
-    assert response.status_code == 200, response.get_body()
-    return dict(json.loads(response.get_body()))
-
-
-def run_queue(queue: QueueClient, poison: QueueClient) -> None:
-    outcome = drain(queue, poison, reconcile_appointment_event)
-    assert outcome["poisoned"] == 0, outcome
-
-
 def test_an_unknown_source_is_a_404_problem(clinic: QueueClient) -> None:
     response = post("nosuch", document())
     assert response.status_code == 404
@@ -135,7 +120,7 @@ def test_a_named_source_prefixes_ids_and_applies_its_defaults(
     assert response.status_code == 202
     [accepted] = json.loads(response.get_body())["accepted"]
     assert accepted["externalAppointmentId"] == "clinic:visit%2F7%3Fx"
-    run_queue(clinic, poison)
+    reconcile_all(clinic, poison)
     shown = record("clinic:visit%2F7%3Fx")
     assert shown["status"] == "scheduled"
     assert (shown["source"], shown["sourceAppointmentId"]) == ("clinic", "visit/7?x")
@@ -158,7 +143,7 @@ def test_an_unmapped_identifier_fails_and_saving_its_entry_replays_it(
     first = post("clinic", document(externalAppointmentId="a-1", organizer="DR-17"))
     second = post("clinic", document(externalAppointmentId="a-2", organizer="dr-17"))
     assert (first.status_code, second.status_code) == (202, 202)
-    run_queue(clinic, poison)
+    reconcile_all(clinic, poison)
     failed = record("clinic:a-1")
     assert failed["status"] == "failed"
     assert failed["error"]["code"] == "organizerUnmapped"
@@ -170,7 +155,7 @@ def test_an_unmapped_identifier_fails_and_saving_its_entry_replays_it(
 
     saved = put_organizers({"source": "clinic", "identifier": "Dr-17", "user": ALEX_UPN})
     assert (saved.status_code, json.loads(saved.get_body())) == (200, {"saved": 1})
-    run_queue(clinic, poison)  # no replay call: the save enqueued both
+    reconcile_all(clinic, poison)  # no replay call: the save enqueued both
     assert record("clinic:a-1")["status"] == "scheduled"
     assert record("clinic:a-2")["organizerId"] == ALEX
     assert {m.user_id for m in emulator.meetings()} == {ALEX}
@@ -181,7 +166,7 @@ def test_guid_and_email_identifiers_resolve_without_an_entry(
 ) -> None:
     post("clinic", document(externalAppointmentId="g-1", organizer=MEGAN))
     post("clinic", document(externalAppointmentId="e-1", organizer=ALEX_UPN))
-    run_queue(clinic, poison)
+    reconcile_all(clinic, poison)
     assert record("clinic:g-1")["organizerId"] == MEGAN
     assert record("clinic:e-1")["organizerId"] == ALEX
 
@@ -191,7 +176,7 @@ def test_an_entry_wins_over_an_email_identifier(
 ) -> None:
     put_organizers([{"source": "clinic", "identifier": "front.desk@clinic.example", "user": MEGAN}])
     post("clinic", document(externalAppointmentId="d-1", organizer="front.desk@clinic.example"))
-    run_queue(clinic, poison)
+    reconcile_all(clinic, poison)
     assert record("clinic:d-1")["organizerId"] == MEGAN
 
 
@@ -260,7 +245,7 @@ def test_a_resolved_organizer_costs_no_table_read_within_the_minute(
     try:
         for n in range(3):
             post("clinic", document(externalAppointmentId=f"c-{n}", organizer="DR-99"))
-        run_queue(clinic, poison)
+        reconcile_all(clinic, poison)
     finally:
         del table.get
     assert reads == ["DR-99"]

@@ -18,13 +18,12 @@ from azure.storage.queue import QueueClient
 from devtools.azurite import Azurite
 from devtools.graph_emulator import GraphEmulator
 from shared import runtime, settings
-from shared.http_api import get_appointment, receive_source, save_organizers
+from shared.http_api import receive_source, save_organizers
 from shared.intake import Intake
-from shared.queue_functions import reconcile_appointment_event
 from shared.settings import POISON_QUEUE_NAME
 from shared.storage import AppointmentStore, StorageUnavailable
-from tests.integration.queue_host import drain
-from tests.support import ALEX, ALEX_UPN, get_request, source_request
+from tests.integration.queue_host import reconcile_all
+from tests.support import ALEX, ALEX_UPN, record, source_request
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "hl7"
 SECRET = "epic-secret-0123456789"
@@ -71,18 +70,6 @@ def ack(response: func.HttpResponse) -> Any:
     return hl7.parse(response.get_body().decode("utf-8"))
 
 
-def record(external_id: str) -> dict[str, Any]:
-    response = get_appointment(
-        get_request(f"appointments/{external_id}", {"externalAppointmentId": external_id})
-    )
-    assert response.status_code == 200, response.get_body()
-    return dict(json.loads(response.get_body()))
-
-
-def run(queue: QueueClient, poison: QueueClient) -> None:
-    assert drain(queue, poison, reconcile_appointment_event)["poisoned"] == 0
-
-
 def fresh() -> str:
     return f"FL-{uuid.uuid4().hex[:10]}"
 
@@ -98,7 +85,7 @@ def test_an_s12_is_acknowledged_and_becomes_a_meeting(
     assert str(reply.segment("MSA")[1]) == "AA"
     assert str(reply.segment("MSA")[2]) == "C112"
     assert str(reply.segment("MSH")[9]) == "ACK^S12^ACK"
-    run(epic, poison)
+    reconcile_all(epic, poison)
     shown = record(f"epic:{appointment}")
     assert shown["status"] == "scheduled"
     assert shown["organizerId"] == ALEX
@@ -114,13 +101,13 @@ def test_an_s15_cancels_and_an_s26_changes_nothing(
 ) -> None:
     appointment = fresh()
     send(message("siu-s12-v28-tq1.hl7", appointment, "C1"))
-    run(epic, poison)
+    reconcile_all(epic, poison)
     noshow = send(message("siu-s26-v28-noshow.hl7", appointment, "C2"))
     assert str(ack(noshow).segment("MSA")[1]) == "AA"
     assert epic.get_queue_properties().approximate_message_count == 0
     cancel = send(message("siu-s15-v28-cancelled.hl7", appointment, "C3"))
     assert str(ack(cancel).segment("MSA")[1]) == "AA"
-    run(epic, poison)
+    reconcile_all(epic, poison)
     assert record(f"epic:{appointment}")["status"] == "cancelled"
     assert emulator.meetings() == []
 
@@ -132,7 +119,7 @@ def test_a_repeated_msh10_is_a_duplicate_and_an_equal_msh7_is_applied_in_order(
     first = message("siu-s12-v28-tq1.hl7", appointment, "C1")
     assert send(first).status_code == 200
     assert send(first).status_code == 200  # the engine resent it
-    run(epic, poison)
+    reconcile_all(epic, poison)
     assert emulator.call_counts().get("createOrGet") == 1
     # A reschedule stamped with the same MSH-7 as the booking: applied after it.
     moved = message(
@@ -142,7 +129,7 @@ def test_a_repeated_msh10_is_a_duplicate_and_an_equal_msh7_is_applied_in_order(
         **{"202601021126+0100": "202601011120+0100"},
     )
     assert str(ack(send(moved)).segment("MSA")[1]) == "AA"
-    run(epic, poison)
+    reconcile_all(epic, poison)
     shown = record(f"epic:{appointment}")
     assert shown["startDateTime"] == "2026-01-06T09:30:00+01:00"
     assert shown["lastModifiedDateTime"] > "2026-01-01T10:20:00"
@@ -205,7 +192,7 @@ def test_an_unmapped_clinician_waits_for_the_directory(
     appointment = fresh()
     body = message("siu-s12-v28-tq1.hl7", appointment, "C1", **{"2201^CLINICIAN": "7777^CLINICIAN"})
     assert str(ack(send(body)).segment("MSA")[1]) == "AA"
-    run(epic, poison)
+    reconcile_all(epic, poison)
     assert record(f"epic:{appointment}")["error"]["code"] == "organizerUnmapped"
     save_organizers(
         func.HttpRequest(
@@ -214,5 +201,5 @@ def test_an_unmapped_clinician_waits_for_the_directory(
             body=json.dumps({"source": "epic", "identifier": "7777", "user": ALEX}).encode(),
         )
     )
-    run(epic, poison)
+    reconcile_all(epic, poison)
     assert record(f"epic:{appointment}")["status"] == "scheduled"
