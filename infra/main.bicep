@@ -69,6 +69,8 @@ var functionAppName = '${abbrs.webSitesFunctions}api-${resourceToken}'
 var deploymentContainerName = 'app-package-${take(functionAppName, 32)}-${take(resourceToken, 7)}'
 var queueName = 'appointment-events'
 var poisonQueueName = 'appointment-events-poison'
+var callbackQueueName = 'appointment-callbacks'
+var callbackPoisonQueueName = 'appointment-callbacks-poison'
 var tableName = 'appointments'
 var directoryTableName = 'organizers'
 var keyVaultName = '${abbrs.keyVaultVaults}${resourceToken}'
@@ -114,6 +116,8 @@ module storage 'app/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     queueName: queueName
     poisonQueueName: poisonQueueName
+    callbackQueueName: callbackQueueName
+    callbackPoisonQueueName: callbackPoisonQueueName
     tableName: tableName
     directoryTableName: directoryTableName
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId

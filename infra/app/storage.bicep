@@ -1,5 +1,5 @@
 // Host storage and the app's own state: the deployment package container, the work queue and its
-// poison queue, the status table and the organizer directory table. Shared keys are off, so every caller (the Functions host,
+// poison queue, the callback queue and its poison queue, the status table and the organizer directory table. Shared keys are off, so every caller (the Functions host,
 // the app, the platform's deployment) authenticates with Entra ID.
 
 @description('Storage account name (3-24 lowercase letters and digits).')
@@ -19,6 +19,12 @@ param queueName string = 'appointment-events'
 
 @description('Queue the Functions host moves a message to after maxDequeueCount failures.')
 param poisonQueueName string = 'appointment-events-poison'
+
+@description('Queue of the signed callbacks to the scheduling systems (SPEC "signed callbacks").')
+param callbackQueueName string = 'appointment-callbacks'
+
+@description('Queue a callback is dead-lettered to after its last retry.')
+param callbackPoisonQueueName string = 'appointment-callbacks-poison'
 
 @description('Table that holds one status record per appointment.')
 param tableName string = 'appointments'
@@ -124,6 +130,17 @@ resource poisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@202
   name: poisonQueueName
 }
 
+resource callbackQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: callbackQueueName
+}
+
+// Declared like poisonQueue, so it exists (and can be watched) before the first dead letter.
+resource callbackPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: callbackPoisonQueueName
+}
+
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -171,5 +188,7 @@ output tableEndpoint string = storage.properties.primaryEndpoints.table
 output deploymentContainerName string = deploymentContainer.name
 output queueName string = workQueue.name
 output poisonQueueName string = poisonQueue.name
+output callbackQueueName string = callbackQueue.name
+output callbackPoisonQueueName string = callbackPoisonQueue.name
 output tableName string = statusTable.name
 output directoryTableName string = directoryTable.name
