@@ -25,7 +25,8 @@ param resourceGroupName string = ''
 @minLength(32)
 param webhookSecrets string
 
-// Each item: { name, kind, timeZone?, phoneRegion?, subject?, sendSms?, sendEmail?, sendSmsReminder? }.
+// Each item: { name, kind, timeZone?, phoneRegion?, subject?, sendSms?, sendEmail?, sendSmsReminder?,
+// callbackUrl? }. callbackUrl: https, where the app POSTs the source's signed callbacks.
 // name: 1-32 of a-z0-9, not `appointments` (Bicep checks the length; the app, the characters).
 // kind: native, hl7v2, calendly or calcom. app/sources.bicep declares and checks the type.
 @description('Named sources (SPEC "Sources"): one POST /api/webhooks/{name} route each, with SOURCES__{name}__... settings.')
@@ -34,6 +35,20 @@ param sources array = []
 @description('JSON object: source name -> its comma-separated secrets (azd env SOURCE_SECRETS). Stored only in Key Vault.')
 @secure()
 param sourceSecrets string = ''
+
+@description('JSON object: source name -> its comma-separated whsec_ callback secrets (azd env SOURCE_CALLBACK_SECRETS), for every source with a callbackUrl. Stored only in Key Vault.')
+@secure()
+param sourceCallbackSecrets string = ''
+
+@description('https URL the default source `appointments` calls back (azd env CALLBACK_URL); empty: no callbacks.')
+param callbackUrl string = ''
+
+@description('Comma-separated whsec_ secrets that sign the default source\'s callbacks (azd env CALLBACK_SECRETS); used with callbackUrl. Stored only in Key Vault.')
+@secure()
+param callbackSecrets string = ''
+
+@description('Callback retry delays in seconds, comma-separated (CALLBACK_RETRY_SCHEDULE); empty: the app default 5,300,1800,7200,18000,36000,36000.')
+param callbackRetrySchedule string = ''
 
 @description('Grant VirtualAppointmentNotification.Send so the app can send SMS (needs Teams Premium).')
 param enableSms bool = false
@@ -131,6 +146,7 @@ module sourceConfig 'app/sources.bicep' = {
   params: {
     sources: sources
     keyVaultName: keyVaultName
+    defaultCallbackUrl: callbackUrl
   }
 }
 
@@ -145,6 +161,10 @@ module keyVault 'app/keyvault.bicep' = {
     sourceNames: sourceConfig.outputs.names
     sourceEntryNames: sourceConfig.outputs.entryNames
     sourceSecrets: empty(sourceSecrets) ? {} : json(sourceSecrets)
+    callbackNames: sourceConfig.outputs.callbackNames
+    callbackEntryNames: sourceConfig.outputs.callbackEntryNames
+    // The named sources' callback secrets, plus the default source's when it has a callback URL.
+    callbackSecrets: union(empty(sourceCallbackSecrets) ? {} : json(sourceCallbackSecrets), empty(callbackUrl) ? {} : { appointments: callbackSecrets })
   }
 }
 
@@ -158,6 +178,7 @@ module rbac 'app/rbac.bicep' = {
     keyVaultName: keyVault.outputs.name
     keyVaultEntryName: keyVault.outputs.webhookEntryName
     sourceEntryNames: keyVault.outputs.sourceEntryNames
+    callbackEntryNames: keyVault.outputs.callbackEntryNames
   }
 }
 

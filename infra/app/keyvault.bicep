@@ -1,4 +1,4 @@
-// The webhook HMAC secrets and each named source's secrets live here, not in app settings: the
+// The webhook HMAC secrets, each named source's secrets and the callback signing secrets live here, not in app settings: the
 // function app reads them through Key Vault references with its user-assigned identity, which
 // holds Key Vault Secrets User on these secrets only (see rbac.bicep).
 
@@ -24,6 +24,16 @@ param sourceEntryNames array = []
 @description('Comma-separated secrets of each source, by source name; every source needs an entry.')
 @secure()
 param sourceSecrets object
+
+@description('Sources that call back (app/sources.bicep callbackNames), in the order of callbackEntryNames.')
+param callbackNames array = []
+
+@description('Key Vault secret name of each callback source\'s signing secrets, in the order of callbackNames.')
+param callbackEntryNames array = []
+
+@description('Comma-separated whsec_ callback signing secrets, by source name; every callback source needs an entry.')
+@secure()
+param callbackSecrets object = {}
 
 @description('Days a deleted vault or secret stays recoverable (7-90). Purge protection keeps it that long.')
 @minValue(7)
@@ -86,6 +96,20 @@ resource sourceSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [for (sou
   }
 }]
 
+// Holds SOURCES__{name}__CALLBACKSECRETS of each source with a callback URL (the default source's too).
+resource callbackSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [for (sourceName, i) in callbackNames: {
+  // checkov:skip=CKV_AZURE_41: Same as webhook-secrets: rotation is documented (two secrets sign every callback); an expiry would stop the callbacks.
+  parent: vault
+  name: callbackEntryNames[i]
+  properties: {
+    value: callbackSecrets[sourceName]
+    contentType: 'text/plain; comma-separated whsec_ signing secrets'
+    attributes: {
+      enabled: true
+    }
+  }
+}]
+
 output id string = vault.id
 output name string = vault.name
 output vaultUri string = vault.properties.vaultUri
@@ -94,3 +118,5 @@ output webhookEntryName string = webhookSecret.name
 output webhookReferenceUri string = webhookSecret.properties.secretUri
 // The secrets rbac.bicep grants access to (deployed, so the grants wait for them).
 output sourceEntryNames array = [for (sourceName, i) in sourceNames: sourceSecret[i].name]
+// The callback secrets rbac.bicep grants access to (deployed, so the grants wait for them).
+output callbackEntryNames array = [for (sourceName, i) in callbackNames: callbackSecret[i].name]

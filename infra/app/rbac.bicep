@@ -19,6 +19,9 @@ param keyVaultEntryName string
 @description('Key Vault secret names of the named sources (SOURCES__{name}__SECRETS).')
 param sourceEntryNames array = []
 
+@description('Key Vault secret names of the callback signing secrets (SOURCES__{name}__CALLBACKSECRETS).')
+param callbackEntryNames array = []
+
 // Built-in role definition ids (stable across tenants).
 // Storage Blob Data Owner: host leases, keys and the deployment package container.
 var storageBlobDataOwner = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
@@ -28,7 +31,7 @@ var storageQueueDataContributor = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
 var storageTableDataContributor = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 // Monitoring Metrics Publisher: Entra ID-authenticated telemetry (App Insights local auth is off).
 var monitoringMetricsPublisher = '3913510d-42f4-4e42-8a64-420c390055eb'
-// Key Vault Secrets User: read secret values, here only the webhook and source secrets.
+// Key Vault Secrets User: read secret values, here only the webhook, source and callback secrets.
 var keyVaultSecretsUser = '4633458b-17de-408a-b874-0445c86b69e6'
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
@@ -49,6 +52,11 @@ resource webhookEntry 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = 
 }
 
 resource sourceEntries 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = [for entryName in sourceEntryNames: {
+  parent: vault
+  name: entryName
+}]
+
+resource callbackEntries 'Microsoft.KeyVault/vaults/secrets@2023-07-01' existing = [for entryName in callbackEntryNames: {
   parent: vault
   name: entryName
 }]
@@ -108,6 +116,17 @@ resource secretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 resource sourceSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (entryName, i) in sourceEntryNames: {
   name: guid(sourceEntries[i].id, principalId, keyVaultSecretsUser)
   scope: sourceEntries[i]
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+  }
+}]
+
+// One per callback source, each scoped to that source's callback secret.
+resource callbackSecretsUser 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (entryName, i) in callbackEntryNames: {
+  name: guid(callbackEntries[i].id, principalId, keyVaultSecretsUser)
+  scope: callbackEntries[i]
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUser)
     principalId: principalId

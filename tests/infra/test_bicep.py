@@ -364,6 +364,7 @@ SOURCE_FIELDS = {
     "sendSms": "bool",
     "sendEmail": "bool",
     "sendSmsReminder": "bool",
+    "callbackUrl": "callbackUrl",
 }
 
 
@@ -390,7 +391,11 @@ def test_sources_parameter_defaults_to_none_and_feeds_the_sources_module() -> No
     module = _main()["modules"]["sourceConfig"]
     assert module["detail"]["path"] == SOURCES_MODULE
     # Only main's own values: no module output, so it runs (and fails) before anything exists.
-    assert _module_params("sourceConfig") == {"sources": "sources", "keyVaultName": "keyVaultName"}
+    assert _module_params("sourceConfig") == {
+        "sources": "sources",
+        "keyVaultName": "keyVaultName",
+        "defaultCallbackUrl": "callbackUrl",
+    }
     assert "dependsOn" not in body(module)
     assert _module_params("keyVault")["name"] == "keyVaultName"
 
@@ -401,6 +406,8 @@ def test_source_type_allows_the_app_kinds_and_bounds_the_fields() -> None:
     assert _decorators(types["sourceName"]) == {"min_length": 1, "max_length": 32}
     assert _decorators(types["phoneRegion"]) == {"min_length": 2, "max_length": 2}
     assert _decorators(types["subject"]) == {"min_length": 1, "max_length": 255}
+    # At least `https://x`; the scheme itself is the app's check (documented beside the type).
+    assert _decorators(types["callbackUrl"]) == {"min_length": 9, "max_length": 2048}
     assert types["source"]["value"] == SOURCE_FIELDS
     assert _sources_module()["parameters"]["sources"]["type"] == {
         "type": "array",
@@ -435,9 +442,8 @@ def test_each_source_becomes_its_sources_settings() -> None:
     assert "kind" in strings(by_key[prefix + "KIND"])
     for switch in ("SENDSMS", "SENDEMAIL", "SENDSMSREMINDER"):
         assert functions(by_key[prefix + switch])[0] == "string", switch  # 'true' / 'false'
-    # Every entry of every source, plus the callback hook (empty until callbacks exist), with
-    # the unset optional ones left out so the app's defaults apply.
-    assert variables["callbackSettings"]["value"] == []
+    # Every entry of every source, plus the callback entries (tests below), with the unset
+    # optional ones left out so the app's defaults apply.
     combined = variables["entries"]["value"]["function"]
     assert combined["type"] == "filter"
     assert set(functions(combined["parameters"]["input_array"])) == {"concat", "flatten"}
@@ -536,6 +542,8 @@ EXPECTED_ASSIGNMENTS = {
     "secretsUser": (KV_SECRETS_USER, "webhookEntry"),
     # One per named source, each on that source's secret (a loop: scope sourceEntries[i]).
     "sourceSecretsUser": (KV_SECRETS_USER, "sourceEntries[]"),
+    # One per source with a callback URL, each on its callback secret.
+    "callbackSecretsUser": (KV_SECRETS_USER, "callbackEntries[]"),
 }
 
 
