@@ -53,6 +53,17 @@ param callbackRetrySchedule string = ''
 @description('Grant VirtualAppointmentNotification.Send so the app can send SMS (needs Teams Premium).')
 param enableSms bool = false
 
+@description('Client e-mail with a calendar invite: grant Mail.Send (see grantEntraMailSend) and set MAIL_SENDER.')
+param enableClientEmail bool = false
+
+@description('UPN or object id of the mailbox that sends the client e-mail, usually a shared mailbox (MAIL_SENDER).')
+param mailSender string = ''
+
+// RBAC for Applications grants add to Entra grants (Microsoft: "a union operation"), so scoping
+// Mail.Send with it (scripts/grant-mail-scope.ps1) needs this false. See app/graph-permissions.bicep.
+@description('With enableClientEmail: grant Mail.Send in Entra (tenant-wide unless an application access policy narrows it). False when scoping with RBAC for Applications.')
+param grantEntraMailSend bool = true
+
 @description('Grant the Graph app roles in this deployment (needs directory rights, see app/graph-permissions.bicep).')
 param grantGraphPermissions bool = true
 
@@ -197,6 +208,9 @@ module api 'app/api.bicep' = {
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     webhookReferenceUri: keyVault.outputs.webhookReferenceUri
     sourceSettings: sourceConfig.outputs.appSettings
+    callbackRetrySchedule: callbackRetrySchedule
+    enableClientEmail: enableClientEmail
+    mailSender: mailSender
     graphBaseUrl: graphBaseUrl
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
@@ -213,6 +227,8 @@ module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermission
   params: {
     principalId: identity.outputs.principalId
     enableSms: enableSms
+    enableClientEmail: enableClientEmail
+    grantEntraMailSend: grantEntraMailSend
   }
   // Entra replication delay for a new identity (msgraph-bicep-types#193, "Not a valid reference update"): wait for api.
   dependsOn: [

@@ -39,6 +39,15 @@ param webhookReferenceUri string
 @description('SOURCES__{name}__... settings of the named sources (app/sources.bicep builds them).')
 param sourceSettings object = {}
 
+@description('Comma-separated callback retry delays in seconds (CALLBACK_RETRY_SCHEDULE); empty: the app default.')
+param callbackRetrySchedule string = ''
+
+@description('Send client e-mail: with mailSender set, writes MAIL_SENDER.')
+param enableClientEmail bool = false
+
+@description('UPN or object id of the mailbox the client e-mail is sent from (MAIL_SENDER).')
+param mailSender string = ''
+
 @description('Microsoft Graph base URL (national clouds use another host).')
 param graphBaseUrl string
 
@@ -54,6 +63,13 @@ param maximumInstanceCount int
   4096
 ])
 param instanceMemoryMB int
+
+// Optional settings, written only when set so that the app's defaults apply otherwise:
+// CALLBACK_RETRY_SCHEDULE (default 5,300,1800,7200,18000,36000,36000) and MAIL_SENDER (unset: no
+// client e-mail is sent, and the app warns why).
+var retrySetting = empty(callbackRetrySchedule) ? {} : { CALLBACK_RETRY_SCHEDULE: callbackRetrySchedule }
+var mailSetting = (enableClientEmail && !empty(mailSender)) ? { MAIL_SENDER: mailSender } : {}
+var optionalSettings = union(retrySetting, mailSetting)
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
@@ -140,7 +156,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222: False positive: public network access is set on the site (see the skip there).
   parent: functionApp
   name: 'appsettings'
-  // The named sources' settings are added to these (their names all start SOURCES__).
+  // The named sources' settings (their names all start SOURCES__) and the optional ones are added.
   properties: union({
     // Identity-based host storage: no AccountKey, no connection string anywhere.
     AzureWebJobsStorage__credential: 'managedidentity'
@@ -159,7 +175,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     // in flight (host.json), plus 8 threads for the HTTP functions: 32. A test in tests/infra
     // derives the 24 from host.json (checkov's parser fails on comment blocks of 5+ lines here).
     PYTHON_THREADPOOL_THREAD_COUNT: '32'
-  }, sourceSettings)
+  }, sourceSettings, optionalSettings)
 }
 
 // Basic-auth publishing (FTP and SCM user/password) off: azd deploys with an Entra ID token.

@@ -15,6 +15,17 @@ param principalId string
 @description('Also grant VirtualAppointmentNotification.Send (SMS); needs Teams Premium.')
 param enableSms bool = false
 
+@description('Client e-mail (MAIL_SENDER): also grant Mail.Send, unless grantEntraMailSend is false.')
+param enableClientEmail bool = false
+
+// Mail.Send granted here is tenant-wide: the app could send as any mailbox. An application access
+// policy (scripts/grant-mail-scope.ps1 -Legacy) narrows such an Entra grant. RBAC for Applications
+// (the script's default) does not: Microsoft documents its grants as additive to the Entra ones ("a
+// union operation"), so with it this grant must not exist and grantEntraMailSend is false.
+// https://learn.microsoft.com/exchange/permissions-exo/application-rbac (FAQ)
+@description('With enableClientEmail: grant Mail.Send in Entra (needed by -Legacy). False when scoping with RBAC for Applications.')
+param grantEntraMailSend bool = true
+
 // Microsoft Graph's well-known application id, the same in every tenant.
 var graphAppId = '00000003-0000-0000-c000-000000000000'
 
@@ -53,10 +64,19 @@ resource smsSend 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (enableSms) {
   appRoleId: filter(graphSp.appRoles, role => role.value == 'VirtualAppointmentNotification.Send')[0].id
 }
 
+// POST /users/{MAIL_SENDER}/sendMail (client e-mail with the calendar invite); opt-in.
+resource mailSend 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (enableClientEmail && grantEntraMailSend) {
+  principalId: principalId
+  resourceId: graphSp.id
+  appRoleId: filter(graphSp.appRoles, role => role.value == 'Mail.Send')[0].id
+}
+
 output graphServicePrincipalId string = graphSp.id
 var baseRoles = [
   'OnlineMeetings.ReadWrite.All'
   'VirtualAppointment.ReadWrite.All'
   'User.ReadBasic.All'
 ]
-output grantedAppRoles array = concat(baseRoles, enableSms ? ['VirtualAppointmentNotification.Send'] : [])
+var smsRoles = enableSms ? ['VirtualAppointmentNotification.Send'] : []
+var mailRoles = (enableClientEmail && grantEntraMailSend) ? ['Mail.Send'] : []
+output grantedAppRoles array = concat(baseRoles, smsRoles, mailRoles)
