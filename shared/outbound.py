@@ -61,7 +61,9 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 CALLBACK_TIMEOUT_SECONDS: Final = 15.0
-MAX_RESPONSE_BYTES: Final = 64 * 1024  # read at most this much of a receiver's answer, then stop
+# Stop reading a receiver's answer once this much of its body has arrived (nothing of it is kept;
+# the network read that crosses the limit may carry up to 64 KiB more).
+MAX_RESPONSE_BYTES: Final = 64 * 1024
 USER_AGENT: Final = "teams-virtual-appointments-callbacks/0.1"
 JSON: Final = "application/json"
 # Plain http is allowed only to the machine itself (a developer's receiver), never over a network.
@@ -413,6 +415,8 @@ class CallbackClient:
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
+        # httpx's stream iterators left by an answer cut short finish here, not as warnings.
+        await asyncio.get_running_loop().shutdown_asyncgens()
 
     async def _send(
         self, url: str, headers: dict[str, str], body: bytes, started: float
