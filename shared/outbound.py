@@ -293,9 +293,10 @@ class CallbackClient:
 
     `post` never raises for what a receiver or the network does, nor for an unusable URL or
     secret (a `refused` attempt); it raises ValueError only for arguments the caller built
-    wrongly (message id, timestamp, non-UTF-8 body). It never follows redirects, never reads
-    more than MAX_RESPONSE_BYTES of an answer, and ignores proxy and certificate environment
-    variables (trust_env=False), so it only ever talks to the configured URL.
+    wrongly (message id, timestamp, non-UTF-8 body), and RuntimeError after `close()`. It never
+    follows redirects, stops reading an answer once MAX_RESPONSE_BYTES of it have arrived, and
+    ignores proxy and certificate environment variables (trust_env=False), so it only ever
+    talks to the configured URL.
     """
 
     def __init__(self, *, timeout: float = CALLBACK_TIMEOUT_SECONDS) -> None:
