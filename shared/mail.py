@@ -248,13 +248,15 @@ def _html(
 
 
 def calendar_name(display_name: str) -> str:
-    """A display name as an ATTENDEE's CN: double quotes as single ones, controls as spaces.
+    """A display name as an ATTENDEE's CN: double quotes as single ones, backslashes as
+    slashes, control characters as spaces.
 
-    icalendar would encode both by RFC 6868 (^' and ^n), which is correct but not decoded by
-    every calendar client, so they are replaced instead; everything else (non-ASCII, `;`, `,`,
-    `:`) a quoted parameter value carries as it is.
+    icalendar would encode quotes and newlines by RFC 6868 (^' and ^n), which is correct but
+    not decoded by every calendar client; a backslash means nothing in an RFC 5545 parameter,
+    yet parsers (icalendar's own among them) read `\\;` as an escaped `;` and lose the rest of
+    the line. Everything else (non-ASCII, `;`, `,`, `:`, `^`) a quoted value carries as it is.
     """
-    return _CONTROL.sub(" ", display_name.replace('"', "'"))
+    return _CONTROL.sub(" ", display_name.replace('"', "'").replace("\\", "/"))
 
 
 def organizer_address(sender: str) -> str:
