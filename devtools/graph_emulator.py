@@ -14,6 +14,9 @@ Where Graph's behaviour is unconfirmed, the emulator takes the *strict* reading 
 bug in the app fails here rather than in a customer's tenant: onlineMeetings paths take object
 ids only (a UPN is a 404), ``createOrGet`` hands back a deleted meeting for a reused externalId,
 SMS needs a live meeting, unknown body properties are a 400, datetimes need an explicit offset.
+``sendMail`` takes a seeded user's id or UPN (every seeded user has a mailbox), answers Outlook's
+error codes (``ErrorAccessDenied``, ``ErrorInvalidUser``, ``ErrorInvalidRecipients``,
+``ErrorInvalidRequest``) and keeps each accepted message, attachments decoded.
 
 It also lets tests make Graph misbehave deterministically: queued faults per operation
 (:meth:`GraphEmulator.inject_fault`), seeded random faults (:meth:`GraphEmulator.set_fault_rate`),
@@ -55,6 +58,8 @@ __all__ = [
     "OPERATIONS",
     "CallRecord",
     "GraphEmulator",
+    "MailAttachment",
+    "MailRecord",
     "Meeting",
     "SeededUser",
     "SmsRecord",
@@ -73,6 +78,7 @@ OPERATIONS: Final[frozenset[str]] = frozenset(
         "getJoinWebUrl",
         "sendSms",
         "sendReminderSms",
+        "sendMail",
     }
 )
 
@@ -83,6 +89,7 @@ DEFAULT_GRANTED_ROLES: Final[frozenset[str]] = frozenset(
         "VirtualAppointment.ReadWrite.All",
         "VirtualAppointmentNotification.Send",
         "User.ReadBasic.All",
+        "Mail.Send",
     }
 )
 
@@ -103,6 +110,7 @@ _REQUIRED_ROLES: Final[dict[str, tuple[str, ...]]] = {
     "getJoinWebUrl": ("VirtualAppointment.Read.All", "VirtualAppointment.ReadWrite.All"),
     "sendSms": ("VirtualAppointmentNotification.Send",),
     "sendReminderSms": ("VirtualAppointmentNotification.Send",),
+    "sendMail": ("Mail.Send",),
 }
 
 _API_VERSION: Final = "2019-08-01"
@@ -222,6 +230,39 @@ _US_E164: Final = re.compile(r"\+1[0-9]{10}", re.ASCII)
 _DATETIME_OFFSET: Final = re.compile(
     r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d{1,7})?)?(Z|[+-]\d{2}:\d{2})", re.ASCII
 )
+# sendMail's parameters, matched without regard to case: Graph binds action parameters so, and
+# msgraph-sdk sends them capitalised ("Message", "SaveToSentItems").
+_SEND_MAIL_PARAMS: Final = frozenset({"message", "savetosentitems"})
+# The message properties a sendMail body may set (the v1.0 message resource's writable ones
+# that make sense for a new message); anything else is refused. `from` and `sender` are left
+# out: sending as another mailbox needs SendAs rights the emulator does not model.
+_MESSAGE_PROPERTIES: Final = frozenset(
+    {
+        "subject",
+        "body",
+        "toRecipients",
+        "ccRecipients",
+        "bccRecipients",
+        "replyTo",
+        "attachments",
+        "importance",
+        "categories",
+        "internetMessageHeaders",
+        "isDeliveryReceiptRequested",
+        "isReadReceiptRequested",
+    }
+)
+_FILE_ATTACHMENT: Final = "#microsoft.graph.fileAttachment"
+_FILE_ATTACHMENT_PROPERTIES: Final = frozenset(
+    {"name", "contentType", "contentBytes", "contentId", "isInline"}
+)
+_BODY_TYPES: Final = frozenset({"text", "html"})
+_IMPORTANCE: Final = frozenset({"low", "normal", "high"})
+_MAIL_ADDRESS: Final = re.compile(
+    r"[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]+\.[^@\s\x00-\x1f\x7f]+"
+)
+_BASE64: Final = re.compile(r"[A-Za-z0-9+/]*={0,2}", re.ASCII)
+_MAIL_DENIED: Final = "Access is denied. Check credentials and try again."
 _USER_SELECTABLE: Final = frozenset(
     {
         "id",
@@ -339,6 +380,65 @@ class SmsRecord:
     due_date_time: datetime | None = None
 
 
+@dataclass(frozen=True)
+class MailAttachment:
+    """One file attachment of a sent message, its ``contentBytes`` decoded."""
+
+    name: str
+    content_type: str | None
+    content: bytes
+
+
+@dataclass(frozen=True)
+class MailRecord:
+    """One accepted sendMail request.
+
+    ``sender_id`` is the mailbox's object id whichever form the path used (``sender_key``);
+    ``save_to_sent_items`` is what Graph would do: ``True`` when the body leaves it out.
+    """
+
+    sender_id: str
+    sender_key: str
+    to_addresses: list[str]
+    to_names: list[str | None]
+    subject: str
+    html: str
+    body_content_type: str
+    attachments: list[MailAttachment]
+    save_to_sent_items: bool
+    cc_addresses: list[str] = field(default_factory=list)
+    bcc_addresses: list[str] = field(default_factory=list)
+    sent: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def to_address(self) -> str:
+        """The first (for this app: the only) recipient."""
+        return self.to_addresses[0]
+
+
+def _mail_json(record: MailRecord) -> dict[str, Any]:
+    """A MailRecord for ``/_emulator/state``: attachment bytes as base64, plus their text when
+    they are UTF-8 (an invite.ics is), so the sandbox state stays readable."""
+    payload = asdict(record)
+    attachments = []
+    for attachment in record.attachments:
+        try:
+            text: str | None = attachment.content.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        attachments.append(
+            {
+                "name": attachment.name,
+                "content_type": attachment.content_type,
+                "content_bytes": base64.b64encode(attachment.content).decode("ascii"),
+                "content_text": text,
+                "size": len(attachment.content),
+            }
+        )
+    payload["attachments"] = attachments
+    return payload
+
+
 # --------------------------------------------------------------------------- internals
 
 
@@ -435,13 +535,15 @@ def _parse_datetime(value: Any, name: str) -> datetime:
         raise _GraphError(400, "BadRequest", f"Invalid value for '{name}': {value!r}.") from exc
 
 
-def _reject_unknown_keys(body: Mapping[str, Any], allowed: Iterable[str], operation: str) -> None:
+def _reject_unknown_keys(
+    body: Mapping[str, Any], allowed: Iterable[str], operation: str, code: str = "BadRequest"
+) -> None:
     allowed_set = set(allowed)
     for key in body:
         if not _is_annotation(key) and key not in allowed_set:
             raise _GraphError(
                 400,
-                "BadRequest",
+                code,
                 f"The parameter '{key}' in the request payload is not a valid parameter for the "
                 f"operation '{operation}'. ('{key}' is not a valid parameter for the operation.)",
             )
@@ -597,6 +699,9 @@ class GraphEmulator:
         #: to Create meeting on behalf of user <id>", code Unauthorized), which never says
         #: "access policy": the app must still tell it from a missing app role.
         self.legacy_policy_error: bool = False
+        #: The mailboxes (ids or UPNs) Exchange lets Mail.Send reach, as RBAC for Applications or
+        #: an application access policy scopes it; ``None``: every mailbox (Mail.Send unscoped).
+        self.mail_scope: set[str] | None = None
 
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -862,17 +967,23 @@ class GraphEmulator:
         with self._lock:
             return copy.deepcopy(self._sms)
 
+    def mail_sent(self) -> list[MailRecord]:
+        """Every accepted sendMail request, oldest first."""
+        with self._lock:
+            return copy.deepcopy(self._mail)
+
     def token_requests(self) -> int:
         """How many requests reached the token endpoint (azure-identity caches, so few)."""
         with self._lock:
             return self._token_requests
 
     def reset(self) -> None:
-        """Forget meetings, calls, faults, SMS and the token count.
+        """Forget meetings, calls, faults, SMS, mail and the token count.
 
-        Also restores the constructor's latency, roles and default lobby scope, and the audience
-        check. Users and issued tokens stay, so an app holding a cached token keeps working
-        across test cases (use :meth:`revoke_tokens` to provoke 401s).
+        Also restores the constructor's latency, roles and default lobby scope, the audience
+        check and an unscoped Mail.Send. Users and issued tokens stay, so an app holding a
+        cached token keeps working across test cases (use :meth:`revoke_tokens` to provoke
+        401s).
         """
         with self._lock:
             self._reset_state(keep_tokens=True)
@@ -881,6 +992,7 @@ class GraphEmulator:
             self.default_lobby_scope = self._initial_lobby_scope
             self.check_audience = True
             self.legacy_policy_error = False
+            self.mail_scope = None
 
     def state(self) -> dict[str, Any]:
         """Everything, JSON-ready (what ``GET /_emulator/state`` returns)."""
@@ -894,6 +1006,7 @@ class GraphEmulator:
                 "call_counts": counts,
                 "calls": [asdict(c) for c in self._calls],
                 "sms": [asdict(s) for s in self._sms],
+                "mail": [_mail_json(m) for m in self._mail],
                 "token_requests": self._token_requests,
                 "pending_faults": [asdict(f) for f in self._faults],
                 "fault_rate": self._fault_rate,
@@ -906,6 +1019,7 @@ class GraphEmulator:
             "granted_roles": sorted(self.granted_roles),
             "default_lobby_scope": self.default_lobby_scope,
             "legacy_policy_error": self.legacy_policy_error,
+            "mail_scope": None if self.mail_scope is None else sorted(self.mail_scope),
         }
 
     def _reset_state(self, *, keep_tokens: bool = False) -> None:
@@ -914,6 +1028,7 @@ class GraphEmulator:
         self._by_external_id: dict[tuple[str, str], str] = {}
         self._calls: list[CallRecord] = []
         self._sms: list[SmsRecord] = []
+        self._mail: list[MailRecord] = []
         self._faults: list[_Fault] = []
         self._fault_rate = 0.0
         self._fault_rng = random.Random(0)  # noqa: S311 - reproducible chaos, not crypto
@@ -1018,6 +1133,8 @@ class GraphEmulator:
         user_key = segments[1]
         if n == 2:
             return ("getUser" if method == "GET" else None), user_key, None, True
+        if n == 3 and segments[2] == "sendMail":
+            return ("sendMail" if method == "POST" else None), user_key, None, True
         if segments[2] != "onlineMeetings" or n < 4:
             return None, user_key, None, False
         if n == 4 and segments[3] == "createOrGet":
@@ -1127,6 +1244,7 @@ class GraphEmulator:
             "getJoinWebUrl": self._op_join_web_url,
             "sendSms": self._op_send_sms,
             "sendReminderSms": self._op_send_reminder_sms,
+            "sendMail": self._op_send_mail,
         }
 
     @staticmethod
@@ -1636,6 +1754,85 @@ class GraphEmulator:
         )
         return _Response(202)
 
+    def _op_send_mail(self, ctx: _RequestContext) -> _Response:
+        """POST /users/{id|upn}/sendMail: Outlook's checks and codes, then one MailRecord.
+
+        Order: the app role (403), the mailbox (404), Exchange's scope (403), then the body
+        (400), which is validated whole before anything is kept.
+        """
+        if not self.granted_roles.intersection(_REQUIRED_ROLES["sendMail"]):
+            raise _GraphError(403, "ErrorAccessDenied", _MAIL_DENIED)
+        user = self._find_user(ctx.user_key)
+        if user is None:
+            raise _GraphError(
+                404, "ErrorInvalidUser", f"The requested user '{ctx.user_key}' is invalid."
+            )
+        if self.mail_scope is not None:
+            scope = {key.lower() for key in self.mail_scope}
+            if user.id.lower() not in scope and user.user_principal_name.lower() not in scope:
+                raise _GraphError(403, "ErrorAccessDenied", _MAIL_DENIED)
+        params = self._send_mail_params(ctx.body)
+        message = params.get("message")
+        if message is None:
+            raise _GraphError(
+                400, "ErrorInvalidRequest", "The 'message' parameter is required for sendMail."
+            )
+        message = _require_mail_object(message, "message")
+        _reject_unknown_keys(message, _MESSAGE_PROPERTIES, "message", "ErrorInvalidRequest")
+        save = params.get("savetosentitems", True)
+        if not isinstance(save, bool):
+            raise _GraphError(400, "ErrorInvalidRequest", "saveToSentItems must be a boolean.")
+        subject = message.get("subject", "")
+        if not isinstance(subject, str):
+            raise _GraphError(400, "ErrorInvalidRequest", "message.subject must be a string.")
+        content_type, content = _mail_body(message.get("body"))
+        to = _recipients(message.get("toRecipients"), "toRecipients", required=True)
+        cc = _recipients(message.get("ccRecipients"), "ccRecipients")
+        bcc = _recipients(message.get("bccRecipients"), "bccRecipients")
+        _recipients(message.get("replyTo"), "replyTo")
+        if "importance" in message and str(message["importance"]).lower() not in _IMPORTANCE:
+            raise _GraphError(400, "ErrorInvalidRequest", "message.importance is not valid.")
+        attachments = _mail_attachments(message.get("attachments"))
+        self._mail.append(
+            MailRecord(
+                sender_id=user.id,
+                sender_key=ctx.user_key,
+                to_addresses=[address for address, _ in to],
+                to_names=[name for _, name in to],
+                subject=subject,
+                html=content,
+                body_content_type=content_type,
+                attachments=attachments,
+                save_to_sent_items=save,
+                cc_addresses=[address for address, _ in cc],
+                bcc_addresses=[address for address, _ in bcc],
+            )
+        )
+        return _Response(202)
+
+    @staticmethod
+    def _send_mail_params(body: Any) -> dict[str, Any]:
+        """The action's parameters by lower-case name; a name given twice is refused."""
+        body = _require_mail_object(body, "request body")
+        params: dict[str, Any] = {}
+        for key, value in body.items():
+            if _is_annotation(key):
+                continue
+            name = key.lower()
+            if name not in _SEND_MAIL_PARAMS:
+                raise _GraphError(
+                    400,
+                    "ErrorInvalidRequest",
+                    f"The parameter '{key}' in the request payload is not a valid parameter "
+                    "for the operation 'sendMail'.",
+                )
+            if name in params:
+                raise _GraphError(
+                    400, "ErrorInvalidRequest", f"The parameter '{key}' is given more than once."
+                )
+            params[name] = value
+        return params
+
     # ----------------------------------------------------------------- admin API
 
     def _admin(self, method: str, path: str, raw_body: bytes) -> _Response:
@@ -1696,7 +1893,14 @@ class GraphEmulator:
 
     def _configure(self, config: dict[str, Any]) -> None:
         _check_keys(
-            config, {"latency", "granted_roles", "default_lobby_scope", "legacy_policy_error"}
+            config,
+            {
+                "latency",
+                "granted_roles",
+                "default_lobby_scope",
+                "legacy_policy_error",
+                "mail_scope",
+            },
         )
         latency = config.get("latency", self.latency)
         legacy = config.get("legacy_policy_error", self.legacy_policy_error)
@@ -1712,12 +1916,116 @@ class GraphEmulator:
             raise _AdminError("granted_roles must be a list of strings")
         if scope not in LOBBY_SCOPES:
             raise _AdminError(f"default_lobby_scope must be one of {sorted(LOBBY_SCOPES)}")
+        mail_scope = config.get("mail_scope", ...)
+        if (
+            mail_scope is not ...
+            and mail_scope is not None
+            and (
+                not isinstance(mail_scope, list) or not all(isinstance(m, str) for m in mail_scope)
+            )
+        ):
+            raise _AdminError("mail_scope must be null or a list of mailbox ids or UPNs")
         with self._lock:
             self.latency = float(latency)
             if roles is not None:
                 self.granted_roles = set(roles)
             self.default_lobby_scope = scope
             self.legacy_policy_error = legacy
+            if mail_scope is not ...:
+                self.mail_scope = None if mail_scope is None else set(mail_scope)
+
+
+def _require_mail_object(value: Any, what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _GraphError(400, "ErrorInvalidRequest", f"The {what} must be a JSON object.")
+    return value
+
+
+def _mail_body(value: Any) -> tuple[str, str]:
+    """message.body: ``{"contentType": "text"|"html" (any case), "content": str}``."""
+    if value is None:
+        return "text", ""
+    body = _require_mail_object(value, "'message.body' value")
+    _reject_unknown_keys(body, {"contentType", "content"}, "itemBody", "ErrorInvalidRequest")
+    content_type = body.get("contentType", "text")
+    if not isinstance(content_type, str) or content_type.lower() not in _BODY_TYPES:
+        raise _GraphError(
+            400,
+            "ErrorInvalidRequest",
+            f"message.body.contentType {content_type!r} is not valid; expected text or html.",
+        )
+    content = body.get("content", "")
+    if not isinstance(content, str):
+        raise _GraphError(400, "ErrorInvalidRequest", "message.body.content must be a string.")
+    return content_type.lower(), content
+
+
+def _recipients(value: Any, name: str, *, required: bool = False) -> list[tuple[str, str | None]]:
+    """A recipient collection: ``[{"emailAddress": {"address", "name"?}}]``."""
+    if value is None or value == []:
+        if required:
+            raise _GraphError(400, "ErrorInvalidRecipients", "At least one recipient is required.")
+        return []
+    if not isinstance(value, list):
+        raise _GraphError(400, "ErrorInvalidRequest", f"message.{name} must be an array.")
+    found: list[tuple[str, str | None]] = []
+    for index, item in enumerate(value):
+        recipient = _require_mail_object(item, f"message.{name}[{index}] value")
+        _reject_unknown_keys(recipient, {"emailAddress"}, "recipient", "ErrorInvalidRequest")
+        email = _require_mail_object(
+            recipient.get("emailAddress"), f"message.{name}[{index}].emailAddress value"
+        )
+        _reject_unknown_keys(email, {"address", "name"}, "emailAddress", "ErrorInvalidRequest")
+        address, display = email.get("address"), email.get("name")
+        if not isinstance(address, str) or not _MAIL_ADDRESS.fullmatch(address):
+            raise _GraphError(
+                400,
+                "ErrorInvalidRecipients",
+                f"At least one recipient isn't valid: message.{name}[{index}] has no valid "
+                "e-mail address.",
+            )
+        if display is not None and not isinstance(display, str):
+            raise _GraphError(
+                400,
+                "ErrorInvalidRequest",
+                f"message.{name}[{index}].emailAddress.name is not text.",
+            )
+        found.append((address, display))
+    return found
+
+
+def _mail_attachments(value: Any) -> list[MailAttachment]:
+    """File attachments only (the app sends no item or reference attachments)."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise _GraphError(400, "ErrorInvalidRequest", "message.attachments must be an array.")
+    attachments: list[MailAttachment] = []
+    for index, item in enumerate(value):
+        where = f"message.attachments[{index}]"
+        attachment = _require_mail_object(item, f"{where} value")
+        if attachment.get("@odata.type") != _FILE_ATTACHMENT:
+            raise _GraphError(
+                400,
+                "ErrorInvalidRequest",
+                f'{where} needs "@odata.type": "{_FILE_ATTACHMENT}" (the emulator serves '
+                "file attachments only).",
+            )
+        _reject_unknown_keys(
+            attachment, _FILE_ATTACHMENT_PROPERTIES, "fileAttachment", "ErrorInvalidRequest"
+        )
+        name, content_type = attachment.get("name"), attachment.get("contentType")
+        if not isinstance(name, str) or not name:
+            raise _GraphError(400, "ErrorInvalidRequest", f"{where}.name is required.")
+        if content_type is not None and not isinstance(content_type, str):
+            raise _GraphError(400, "ErrorInvalidRequest", f"{where}.contentType must be a string.")
+        raw = attachment.get("contentBytes")
+        if not isinstance(raw, str) or len(raw) % 4 or not _BASE64.fullmatch(raw):
+            raise _GraphError(
+                400, "ErrorInvalidRequest", f"{where}.contentBytes must be base64 (Edm.Binary)."
+            )
+        attachments.append(MailAttachment(name, content_type, base64.b64decode(raw)))
+    return attachments
 
 
 def _check_keys(kwargs: Mapping[str, Any], allowed: set[str]) -> None:

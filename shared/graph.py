@@ -21,7 +21,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -30,6 +30,9 @@ from kiota_http.middleware.options import RetryHandlerOption
 
 from shared.planning import Attendee, SmsKind
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.mail import MailMessage
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +167,7 @@ ROLES = {
     "getJoinWebUrl": "VirtualAppointment.ReadWrite.All",
     "sendSms": "VirtualAppointmentNotification.Send",
     "sendReminderSms": "VirtualAppointmentNotification.Send",
+    "sendMail": "Mail.Send",
 }
 
 
@@ -207,6 +211,35 @@ def _forbidden(operation: str, graph_message: str) -> PermanentGraphError:
     return PermanentGraphError("appRoleMissing", message, 403)
 
 
+MAIL_SEND_DENIED = (
+    "Microsoft Graph refused sendMail (403): either the app's identity lacks the application "
+    "permission Mail.Send, or the Exchange RBAC for Applications scope (or application access "
+    "policy) that limits Mail.Send does not include the MAIL_SENDER mailbox (see "
+    "docs/deploy.md). Client e-mail is not sent until that is fixed."
+)
+MAIL_SENDER_NOT_FOUND = (
+    "Microsoft Graph refused sendMail: the MAIL_SENDER mailbox does not exist in this tenant, "
+    "or has no Exchange Online mailbox. Check MAIL_SENDER (a UPN or object id)."
+)
+# Outlook's words for "no such mailbox" (404 ErrorInvalidUser, MailboxNotEnabledForRESTAPI).
+_NO_MAILBOX_CODES = frozenset({"ErrorInvalidUser", "MailboxNotEnabledForRESTAPI"})
+
+
+def _mail_refused(status: int, graph_code: str) -> PermanentGraphError:
+    """sendMail's refusals, worded from status and code alone.
+
+    Outlook's messages name the recipient (ErrorInvalidRecipients quotes the address), and a
+    record's warnings outlive retention's erasure of client data, so Graph's text is not kept.
+    """
+    if status == 404 or graph_code in _NO_MAILBOX_CODES:
+        return PermanentGraphError("mailSenderNotFound", MAIL_SENDER_NOT_FOUND, status)
+    if status == 403:
+        return PermanentGraphError("mailSendDenied", MAIL_SEND_DENIED, status)
+    detail = f"{status} {graph_code[:80]}".strip()
+    message = f"Microsoft Graph refused sendMail ({detail}); the message was not sent."
+    return PermanentGraphError("invalidRequest", message, status)
+
+
 def classify(operation: str, error: BaseException) -> GraphError:
     """Map an SDK or transport failure to transient or permanent, with a user-facing code."""
     from kiota_abstractions.api_error import APIError
@@ -226,6 +259,8 @@ def classify(operation: str, error: BaseException) -> GraphError:
     if status in (408, 409, 412, 429) or status >= 500:
         retry_after = _retry_after(error.response_headers)
         return TransientGraphError(f"{operation}: {status}", retry_after, status)
+    if operation == "sendMail" and status != 401:
+        return _mail_refused(status, graph_code)
     if status == 403:
         return _forbidden(operation, graph_message)
     if status == 404 and operation in ("getUser", "createOrGet"):
@@ -483,3 +518,41 @@ class GraphGateway:
                 .send_virtual_appointment_reminder_sms.post(body)
             ),
         )
+
+    def send_mail(self, sender: str, message: MailMessage) -> None:
+        """POST /users/{sender}/sendMail: one client's message and its invite, not kept in Sent
+        Items (the mailbox would otherwise collect every client's address and times).
+
+        `sender` is MAIL_SENDER, a UPN or an object id: the mail API takes either in the path.
+        """
+        from msgraph.generated.models.body_type import BodyType
+        from msgraph.generated.models.email_address import EmailAddress
+        from msgraph.generated.models.file_attachment import FileAttachment
+        from msgraph.generated.models.item_body import ItemBody
+        from msgraph.generated.models.message import Message
+        from msgraph.generated.models.recipient import Recipient
+        from msgraph.generated.users.item.send_mail.send_mail_post_request_body import (
+            SendMailPostRequestBody,
+        )
+
+        attachment = message.attachment
+        body = SendMailPostRequestBody(
+            message=Message(
+                subject=message.subject,
+                body=ItemBody(content_type=BodyType.Html, content=message.html),
+                to_recipients=[
+                    Recipient(
+                        email_address=EmailAddress(address=message.to_address, name=message.to_name)
+                    )
+                ],
+                attachments=[
+                    FileAttachment(
+                        name=attachment.name,
+                        content_type=attachment.content_type,
+                        content_bytes=attachment.content,
+                    )
+                ],
+            ),
+            save_to_sent_items=False,
+        )
+        self._run("sendMail", lambda c: c.users.by_user_id(sender).send_mail.post(body))

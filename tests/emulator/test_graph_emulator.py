@@ -5,6 +5,7 @@ to speak what the production code path sends and parses)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
 import os
 import signal
@@ -19,7 +20,12 @@ from typing import Any
 import httpx
 import pytest
 
-from devtools.graph_emulator import DEFAULT_GRANTED_ROLES, GraphEmulator, SeededUser
+from devtools.graph_emulator import (
+    DEFAULT_GRANTED_ROLES,
+    GraphEmulator,
+    MailAttachment,
+    SeededUser,
+)
 
 ALEX = "6f1c7d4e-2b8a-4c3e-9f5d-1a2b3c4d5e01"
 ALEX_UPN = "alex.wilber@contoso.onmicrosoft.com"
@@ -1071,3 +1077,260 @@ def test_gateway_patches_without_odata_type_and_reads_the_legacy_policy_error(
     with pytest.raises(PermanentGraphError) as refused:
         gateway.create_or_get_meeting(NO_POLICY, "gw-2", start, end, "Visit")
     assert refused.value.code == "accessPolicyMissing"
+
+
+# --------------------------------------------------------------------------- sendMail
+
+INVITE = b"BEGIN:VCALENDAR\r\nVERSION:2.0\r\nEND:VCALENDAR\r\n"
+
+
+def mail_body(**message: Any) -> dict[str, Any]:
+    """A sendMail body as GRAPH.md writes it; keyword arguments replace message properties."""
+    body: dict[str, Any] = {
+        "subject": "Your appointment: Visit",
+        "body": {"contentType": "HTML", "content": "<p>Hello</p>"},
+        "toRecipients": [{"emailAddress": {"address": "ada@example.com", "name": "Ada"}}],
+        "attachments": [
+            {
+                "@odata.type": "#microsoft.graph.fileAttachment",
+                "name": "invite.ics",
+                "contentType": "text/calendar; method=REQUEST",
+                "contentBytes": base64.b64encode(INVITE).decode(),
+            }
+        ],
+    }
+    body.update(message)
+    return {"message": {k: v for k, v in body.items() if v is not ...}, "saveToSentItems": False}
+
+
+def test_send_mail_is_kept_in_state_until_reset(emulator: GraphEmulator, api: httpx.Client) -> None:
+    sent = api.post(f"/users/{ALEX_UPN}/sendMail", json=mail_body())
+    assert sent.status_code == 202, sent.text
+    assert sent.content == b""
+    by_id = api.post(f"/users/{MEGAN}/sendMail", json=mail_body(subject="Second"))
+    assert by_id.status_code == 202
+    first, second = emulator.mail_sent()
+    assert (first.sender_id, first.sender_key) == (ALEX, ALEX_UPN)
+    assert second.sender_id == MEGAN
+    assert first.to_address == "ada@example.com"
+    assert (first.to_addresses, first.to_names) == (["ada@example.com"], ["Ada"])
+    assert (first.subject, first.html, first.body_content_type) == (
+        "Your appointment: Visit",
+        "<p>Hello</p>",
+        "html",
+    )
+    assert first.save_to_sent_items is False
+    [attachment] = first.attachments
+    assert attachment == MailAttachment("invite.ics", "text/calendar; method=REQUEST", INVITE)
+    assert emulator.call_counts()["sendMail"] == 2
+
+    state = httpx.get(f"{emulator.origin}/_emulator/state").json()
+    [shown, _] = state["mail"]
+    assert shown["to_addresses"] == ["ada@example.com"]
+    [shown_attachment] = shown["attachments"]
+    assert shown_attachment["content_text"] == INVITE.decode()
+    assert base64.b64decode(shown_attachment["content_bytes"]) == INVITE
+    assert emulator.state()["mail"][1]["subject"] == "Second"
+
+    emulator.reset()
+    assert emulator.mail_sent() == []
+    assert emulator.state()["mail"] == []
+
+
+def test_send_mail_takes_the_sdks_capitalised_parameters_and_graphs_default(
+    emulator: GraphEmulator, api: httpx.Client
+) -> None:
+    message = mail_body()["message"]
+    assert api.post(f"/users/{ALEX}/sendMail", json={"Message": message}).status_code == 202
+    [record] = emulator.mail_sent()
+    assert record.save_to_sent_items is True  # Graph's default when the body leaves it out
+
+
+def test_send_mail_needs_the_mail_send_role(emulator: GraphEmulator, api: httpx.Client) -> None:
+    assert "Mail.Send" in DEFAULT_GRANTED_ROLES
+    emulator.granted_roles.discard("Mail.Send")
+    denied = api.post(f"/users/{ALEX}/sendMail", json=mail_body())
+    assert "Access is denied" in assert_graph_error(denied, 403, "ErrorAccessDenied")
+    assert emulator.mail_sent() == []
+    emulator.reset()
+    assert api.post(f"/users/{ALEX}/sendMail", json=mail_body()).status_code == 202
+
+
+def test_send_mail_outside_the_exchange_scope_is_denied(
+    emulator: GraphEmulator, api: httpx.Client
+) -> None:
+    emulator.mail_scope = {MEGAN}
+    assert_graph_error(
+        api.post(f"/users/{ALEX}/sendMail", json=mail_body()), 403, "ErrorAccessDenied"
+    )
+    assert api.post(f"/users/{MEGAN}/sendMail", json=mail_body()).status_code == 202
+    admin = httpx.put(f"{emulator.origin}/_emulator/config", json={"mail_scope": [ALEX_UPN]})
+    assert admin.json()["mail_scope"] == [ALEX_UPN]
+    assert api.post(f"/users/{ALEX}/sendMail", json=mail_body()).status_code == 202
+    emulator.reset()
+    assert emulator.mail_scope is None
+
+
+def test_send_mail_from_an_unknown_mailbox_is_404(
+    emulator: GraphEmulator, api: httpx.Client
+) -> None:
+    response = api.post("/users/nobody@contoso.onmicrosoft.com/sendMail", json=mail_body())
+    assert "is invalid" in assert_graph_error(response, 404, "ErrorInvalidUser")
+    assert emulator.mail_sent() == []
+    assert api.get(f"/users/{ALEX}/sendMail").status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "fragment"),
+    [
+        ({**mail_body(), "importance": "high"}, "ErrorInvalidRequest", "not a valid parameter"),
+        (
+            {"message": mail_body()["message"], "SAVETOSENTITEMS": False, "saveToSentItems": False},
+            "ErrorInvalidRequest",
+            "more than once",
+        ),
+        ({"saveToSentItems": False}, "ErrorInvalidRequest", "'message' parameter"),
+        ({**mail_body(), "saveToSentItems": "no"}, "ErrorInvalidRequest", "boolean"),
+        (
+            mail_body(sender={"emailAddress": {"address": "x@y.com"}}),
+            "ErrorInvalidRequest",
+            "'sender'",
+        ),
+        (mail_body(toRecipients=[]), "ErrorInvalidRecipients", "At least one recipient"),
+        (mail_body(toRecipients=...), "ErrorInvalidRecipients", "At least one recipient"),
+        (
+            mail_body(toRecipients=[{"emailAddress": {"address": "not an address"}}]),
+            "ErrorInvalidRecipients",
+            "isn't valid",
+        ),
+        (
+            mail_body(toRecipients=[{"emailAddress": {"address": "a@b.com", "mail": "x"}}]),
+            "ErrorInvalidRequest",
+            "'mail'",
+        ),
+        (
+            mail_body(body={"contentType": "markdown", "content": "x"}),
+            "ErrorInvalidRequest",
+            "contentType",
+        ),
+        (
+            mail_body(attachments=[{"name": "invite.ics", "contentBytes": "QQ=="}]),
+            "ErrorInvalidRequest",
+            "@odata.type",
+        ),
+        (
+            mail_body(
+                attachments=[
+                    {
+                        "@odata.type": "#microsoft.graph.fileAttachment",
+                        "name": "invite.ics",
+                        "contentBytes": "not base64!",
+                    }
+                ]
+            ),
+            "ErrorInvalidRequest",
+            "base64",
+        ),
+        (
+            mail_body(
+                attachments=[
+                    {
+                        "@odata.type": "#microsoft.graph.fileAttachment",
+                        "name": "invite.ics",
+                        "contentBytes": "QQ=",
+                    }
+                ]
+            ),
+            "ErrorInvalidRequest",
+            "base64",
+        ),
+        (
+            mail_body(
+                attachments=[
+                    {"@odata.type": "#microsoft.graph.fileAttachment", "contentBytes": "QQ=="}
+                ]
+            ),
+            "ErrorInvalidRequest",
+            "name",
+        ),
+    ],
+)
+def test_send_mail_refuses_bad_bodies(
+    emulator: GraphEmulator, api: httpx.Client, body: dict[str, Any], code: str, fragment: str
+) -> None:
+    response = api.post(f"/users/{ALEX}/sendMail", json=body)
+    assert fragment in assert_graph_error(response, 400, code)
+    assert emulator.mail_sent() == []
+
+
+def test_send_mail_faults_are_injectable(emulator: GraphEmulator, api: httpx.Client) -> None:
+    emulator.inject_fault(operation="sendMail", status=429, retry_after=5)
+    throttled = api.post(f"/users/{ALEX}/sendMail", json=mail_body())
+    assert_graph_error(throttled, 429, "TooManyRequests")
+    assert throttled.headers["Retry-After"] == "5"
+    assert emulator.mail_sent() == []
+    assert api.post(f"/users/{ALEX}/sendMail", json=mail_body()).status_code == 202
+    assert [c.status for c in emulator.calls() if c.operation == "sendMail"] == [429, 202]
+
+
+def test_gateway_send_mail_delivers_an_invite_that_parses(
+    emulator: GraphEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The production path: shared.mail builds the message, GraphGateway sends it via the SDK."""
+    from icalendar import Calendar
+
+    from shared.documents import AppointmentDocument
+    from shared.graph import GraphGateway, PermanentGraphError
+    from shared.mail import build_message, invite_uid
+    from shared.settings import Settings
+
+    for name, value in emulator.environment().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("IDENTITY_SERVER_THUMBPRINT", raising=False)
+    gateway = GraphGateway(Settings(graph_base_url=emulator.graph_base_url))
+    document = AppointmentDocument.model_validate(
+        {
+            "externalAppointmentId": "gw-mail-1",
+            "lastModifiedDateTime": "2026-11-20T10:00:00Z",
+            "organizer": ALEX,
+            "startDateTime": START,
+            "endDateTime": END,
+            "subject": "Visit <1>",
+            "timeZone": "America/Chicago",
+            "appointmentClients": [
+                {"displayName": 'Zoë "Z" Ng', "emailAddress": "zoe@example.com"}
+            ],
+        }
+    )
+    link = "https://visit.teams.microsoft.com/webrtc-svc/api/route?tid=t&convId=c"
+    message = build_message(document, "confirmation", 0, sender=ALEX_UPN, join_url=link, sequence=0)
+    gateway.send_mail(ALEX_UPN, message)
+
+    [record] = emulator.mail_sent()
+    assert record.sender_id == ALEX
+    assert (record.to_addresses, record.to_names) == (["zoe@example.com"], ['Zoë "Z" Ng'])
+    assert record.subject == "Your appointment: Visit <1>"
+    assert record.html == message.html
+    assert record.body_content_type == "html"
+    assert record.save_to_sent_items is False
+    [attachment] = record.attachments
+    assert (attachment.name, attachment.content_type) == (
+        "invite.ics",
+        "text/calendar; method=REQUEST",
+    )
+    calendar = Calendar.from_ical(attachment.content)
+    [event] = calendar.events
+    assert calendar["METHOD"] == "REQUEST"
+    assert event["UID"] == invite_uid("gw-mail-1")
+    assert event.start == dt.datetime(2026, 12, 1, 9, 0, tzinfo=dt.UTC)
+    assert event["URL"] == link
+
+    emulator.granted_roles.discard("Mail.Send")
+    with pytest.raises(PermanentGraphError) as denied:
+        gateway.send_mail(ALEX_UPN, message)
+    assert denied.value.code == "mailSendDenied"
+    emulator.granted_roles.add("Mail.Send")
+    with pytest.raises(PermanentGraphError) as missing:
+        gateway.send_mail("nobody@contoso.onmicrosoft.com", message)
+    assert missing.value.code == "mailSenderNotFound"
+    assert len(emulator.mail_sent()) == 1

@@ -105,3 +105,42 @@ def test_organizer_not_found_does_not_claim_the_user_is_missing() -> None:
     assert error.code == "organizerNotFound"
     assert "not found" in error.message
     assert "not enabled for Teams" in error.message
+
+
+# --------------------------------------------------------------------------- sendMail
+
+
+def test_mail_403_names_mail_send_and_the_exchange_scope() -> None:
+    error = refused(403, "sendMail", "ErrorAccessDenied", "Access is denied.")
+    assert error.code == "mailSendDenied"
+    assert "Mail.Send" in error.message
+    assert "RBAC" in error.message
+    assert "MAIL_SENDER" in error.message
+    assert "Teams application access policy" not in error.message
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [(404, "ErrorInvalidUser"), (404, "MailboxNotEnabledForRESTAPI"), (400, "ErrorInvalidUser")],
+)
+def test_mail_to_a_missing_sender_mailbox(status: int, code: str) -> None:
+    error = refused(status, "sendMail", code, "The requested user 'x@contoso.com' is invalid.")
+    assert error.code == "mailSenderNotFound"
+    assert "MAIL_SENDER" in error.message
+    assert "x@contoso.com" not in error.message
+
+
+def test_a_refused_mail_never_repeats_graphs_text_which_names_the_recipient() -> None:
+    text = "At least one recipient isn't valid: ada@example.com"
+    error = refused(400, "sendMail", "ErrorInvalidRecipients", text)
+    assert error.code == "invalidRequest"
+    assert error.status == 400
+    assert "ErrorInvalidRecipients" in error.message
+    assert "ada@example.com" not in error.message
+
+
+@pytest.mark.parametrize("status", [429, 500, 503, 504, 401])
+def test_mail_throttling_outages_and_401_are_transient(status: int) -> None:
+    error = classify("sendMail", APIError("busy", status, {"Retry-After": "3"}))
+    assert isinstance(error, TransientGraphError)
+    assert error.status == status
