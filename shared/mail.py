@@ -236,7 +236,10 @@ def _html(
             )
         else:
             lines.append("<p>Join with the Microsoft Teams app or in a web browser.</p>")
-    lines.append("<p>The attached invitation adds this appointment to your calendar.</p>")
+    if kind == "cancellation":
+        lines.append("<p>The attached update removes it from your calendar.</p>")
+    else:
+        lines.append("<p>The attached invitation puts this appointment in your calendar.</p>")
     body = "\n".join(lines)
     return (
         '<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head>\n'

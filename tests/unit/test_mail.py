@@ -127,6 +127,7 @@ def test_a_cancellation_carries_no_link_whatever_is_passed() -> None:
     assert page.hrefs == []
     assert LINK not in mail.html
     assert "cancelled" in " ".join(page.text)
+    assert "removes it from your calendar" in " ".join(page.text)
     _, event = event_of(mail)
     assert "LOCATION" not in event
     assert "URL" not in event
