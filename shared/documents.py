@@ -78,6 +78,11 @@ def parse_rfc3339(value: str) -> datetime:
     return moment
 
 
+def utc_text(unix_seconds: float) -> str:
+    """RFC 3339 in UTC to the second, as the status record shows instants the app chose."""
+    return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def is_object_id(value: str) -> bool:
     """An Entra object id (a GUID)."""
     return _GUID.fullmatch(value) is not None
@@ -153,7 +158,7 @@ class AppointmentClient(BaseModel):
 
 
 class AppointmentSettings(BaseModel):
-    """How clients join and whether they are texted."""
+    """How clients join and whether they are texted and e-mailed."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -163,6 +168,8 @@ class AppointmentSettings(BaseModel):
     send_sms_notifications: StrictBool = Field(default=False, alias="sendSmsNotifications")
     # Graph's reminder text 15 minutes before the start; only with send_sms_notifications.
     send_sms_reminder: StrictBool = Field(default=False, alias="sendSmsReminder")
+    # An e-mail with the join link and invite.ics to each client with an address (MAIL_SENDER).
+    send_email_notifications: StrictBool = Field(default=False, alias="sendEmailNotifications")
 
 
 class AppointmentDocument(BaseModel):

@@ -16,12 +16,13 @@ from urllib.parse import quote
 import azure.functions as func
 
 from shared import runtime, settings
+from shared.callback_delivery import ResendRefused, resend
 from shared.directory import parse_entries
-from shared.documents import FieldError, parse_document
+from shared.documents import FieldError, parse_document, utc_text
 from shared.events import AppointmentEvent
 from shared.intake import Intake, Reply, refused
 from shared.problems import Problem, validation_problem
-from shared.records import StoredAppointment, status_view, utc_text
+from shared.records import StoredAppointment, status_view
 from shared.settings import SettingsError
 from shared.sources.base import DEFAULT_SOURCE
 from shared.storage import StorageRejected, StorageUnavailable
@@ -157,6 +158,48 @@ def reconcile_appointment(req: func.HttpRequest) -> func.HttpResponse:
         "externalAppointmentId": document.external_appointment_id,
         "lastModifiedDateTime": document.last_modified_date_time,
     }
+    return _respond(Reply.json(202, {"accepted": [accepted]}), correlation)
+
+
+@blueprint.function_name("resend_callback")
+@blueprint.route(
+    route="appointments/{externalAppointmentId}/callback",
+    methods=["POST"],
+    auth_level=func.AuthLevel.FUNCTION,
+)
+def resend_callback(req: func.HttpRequest) -> func.HttpResponse:
+    """Send the current record to the source's callback URL again, as a new callback."""
+    correlation = correlation_id(req)
+    stored = _load(req, correlation)
+    if isinstance(stored, func.HttpResponse):
+        return stored
+    shown = (stored.applied.document if stored.applied else None) or (
+        stored.desired.document if stored.desired else None
+    )
+    if shown is None:
+        return _not_found(correlation)
+    source = shown.source or DEFAULT_SOURCE
+    try:
+        current = settings.current()
+    except SettingsError as error:
+        return _misconfigured(error, "callbacks", correlation)
+    if current.callback_target(source) is None:
+        detail = (
+            f"Source {source} has no callback URL: set SOURCES__{source}__CALLBACKURL and "
+            "__CALLBACKSECRETS."
+        )
+        return _respond(Reply.problem(Problem(409, detail)), correlation)
+    external_id = shown.external_appointment_id
+    try:
+        owed = resend(runtime.store(), runtime.callback_queue(), external_id)
+    except ResendRefused as refusal:
+        headers = {"Retry-After": str(refusal.retry_after)} if refusal.retry_after else {}
+        problem = Problem(refusal.status, refusal.detail, headers=headers)
+        return _respond(Reply.problem(problem), correlation)
+    except (StorageUnavailable, StorageRejected) as error:
+        return _storage_trouble(error, correlation)
+    log.info("callback %s owed again for %s (correlation %s)", owed.id, external_id, correlation)
+    accepted = {"externalAppointmentId": external_id, "type": owed.type, "webhookId": owed.id}
     return _respond(Reply.json(202, {"accepted": [accepted]}), correlation)
 
 

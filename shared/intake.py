@@ -72,12 +72,10 @@ class Intake:
     def source(self, name: str) -> SourceConfig | Reply:
         """The configured source behind a route, or the 404/503 answer to give instead."""
         key = name.lower()
-        if key == DEFAULT_SOURCE:
-            return self._settings.default_source
-        config = self._settings.sources.get(key)
+        error = self._settings.source_errors.get(key)
+        config = self._settings.source_config(key) if error is None else None
         if config is not None:
             return config
-        error = self._settings.source_errors.get(key)
         if error is not None:
             log.error("source %s is misconfigured: %s", key, error)
             detail = f"The webhook endpoint is misconfigured: {error.setting}."

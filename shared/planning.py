@@ -82,6 +82,21 @@ class SendSms:
 
 
 @dataclass(frozen=True)
+class SendEmail:
+    """sendMail from MAIL_SENDER to one client, with invite.ics (one Graph call per client).
+
+    `document` is what the message shows: for a cancellation, the cancelled version with the
+    last applied times, so the invite can name the event it cancels.
+    """
+
+    slot: str
+    kind: SmsKind
+    client_index: int
+    document: AppointmentDocument
+    sequence: int  # the invite's SEQUENCE: grows with every version
+
+
+@dataclass(frozen=True)
 class SendReminderSms:
     """sendVirtualAppointmentReminderSms: Graph texts the attendees 15 minutes before the start."""
 
@@ -96,6 +111,7 @@ Operation = (
     | DeleteMeeting
     | SendSms
     | SendReminderSms
+    | SendEmail
 )
 
 
@@ -132,6 +148,7 @@ class Outcome:
     refused: set[str] = field(default_factory=set)
     sms_sent: list[SmsKind] = field(default_factory=list)  # sent or refused: never again
     reminder_sent: bool = False  # sent or refused: never again
+    mail_sent: list[int] = field(default_factory=list)  # client indexes; sent or refused
     warnings: list[str] = field(default_factory=list)
 
 
@@ -152,21 +169,59 @@ def windows_time_zone(iana: str) -> str | None:
 
 
 def sms_marker(kind: SmsKind | Literal["reminder"], document: AppointmentDocument) -> str:
-    """What `AppliedState.notified` holds once this SMS went out for this version.
+    """The marker in `AppliedState.notified` once this SMS went out for this version.
 
-    It names the last text sent; the reminder always follows the version's SMS, so
-    `reminder@<version>` says both went out.
+    The reminder always follows the version's SMS, so `reminder@<version>` says both went out.
     """
     return f"{kind}@{version_key(document.version)}"
 
 
+def mail_marker(client_index: int, document: AppointmentDocument) -> str:
+    """The marker in `AppliedState.notified` once this client's e-mail went out."""
+    return f"mail{client_index}@{version_key(document.version)}"
+
+
+def markers(notified: str | None) -> frozenset[str]:
+    """`AppliedState.notified` as markers: space-separated, one per notification sent."""
+    return frozenset((notified or "").split())
+
+
 def _already_sent(op: Operation, document: AppointmentDocument, notified: str | None) -> bool:
-    """Whether a retry of this version already texted this (`notified` names the last text)."""
+    """Whether a retry of this version already sent this notification."""
+    sent = markers(notified)
     if isinstance(op, SendReminderSms):
-        return notified == sms_marker(REMINDER, document)
+        return sms_marker(REMINDER, document) in sent
     if isinstance(op, SendSms):
-        return notified in (sms_marker(op.kind, document), sms_marker(REMINDER, document))
+        return bool({sms_marker(op.kind, document), sms_marker(REMINDER, document)} & sent)
+    if isinstance(op, SendEmail):
+        return mail_marker(op.client_index, document) in sent
     return False
+
+
+def _emails(
+    document: AppointmentDocument,
+    kind: SmsKind,
+    slot: str,
+    state: AppliedState,
+    mail_sender: str | None,
+) -> tuple[list[SendEmail], list[str]]:
+    """One sendMail per client with an e-mail address, when the document asks for e-mail."""
+    if not document.settings.send_email_notifications:
+        return [], []
+    indexes = [i for i, c in enumerate(document.appointment_clients) if c.email_address]
+    if not indexes:
+        return [], []
+    if mail_sender is None:
+        return [], ["e-mail not sent: MAIL_SENDER is not set (the mailbox e-mail is sent from)"]
+    shown = document
+    last = state.document
+    if document.start is None and last is not None:
+        # A cancellation may omit the times: the invite it cancels had the last applied ones.
+        shown = document.model_copy(
+            update={"start_date_time": last.start_date_time, "end_date_time": last.end_date_time}
+        )
+    sequence = state.finished_versions + 1
+    return [SendEmail(slot, kind, i, shown, sequence) for i in indexes], []
 
 
 def _reminder(
@@ -182,6 +237,21 @@ def _reminder(
     if document.start - now < REMINDER_LEAD:
         return []
     return [SendReminderSms(op.slot, op.attendees) for op in sms if op.kind != "cancellation"]
+
+
+def _notifications(
+    document: AppointmentDocument,
+    kind: SmsKind,
+    slot: str,
+    state: AppliedState,
+    *,
+    mail_sender: str | None,
+    now: datetime | None,
+) -> tuple[list[Operation], list[str]]:
+    """Every notification of one change: the SMS, its reminder, the e-mails."""
+    sms, warnings = _sms(document, kind, slot)
+    mail, notes = _emails(document, kind, slot, state, mail_sender)
+    return [*sms, *_reminder(document, sms, now), *mail], warnings + notes
 
 
 def is_settled(document: AppointmentDocument, state: AppliedState, *, replay: bool) -> bool:
@@ -309,6 +379,7 @@ def plan(
     *,
     global_features: bool = True,
     now: datetime | None = None,
+    mail_sender: str | None = None,
 ) -> Plan:
     """The fewest operations that make Graph match `document` (callers check `is_settled`).
 
@@ -317,7 +388,8 @@ def plan(
     browser join link nor SMS: those operations are left out with a warning on the record
     rather than failing the appointment on a call that cannot exist there.
     `now` (aware) decides whether the start is far enough away for a reminder SMS; without
-    it no reminder is planned.
+    it no reminder is planned. `mail_sender` is MAIL_SENDER: without it no e-mail is sent,
+    and a document that asks for e-mail gets a warning saying why.
     """
     has_current = state.meeting_id is not None
     wanted_organizer = None
@@ -334,8 +406,10 @@ def plan(
     if document.is_cancelled:
         document = _with_last_clients(document, state.document)
         if has_current:
-            sms, warnings = _sms(document, "cancellation", CURRENT)
-            ops += [*sms, DeleteMeeting(CURRENT)]
+            sent, warnings = _notifications(
+                document, "cancellation", CURRENT, state, mail_sender=mail_sender, now=now
+            )
+            ops += [*sent, DeleteMeeting(CURRENT)]
     elif wanted_organizer is not None:
         # A meeting under this organizer: the first one, or after a move to another organizer.
         assert document.start is not None
@@ -357,8 +431,11 @@ def plan(
             ops.append(FetchClientJoinUrl(NEW))
         if has_current:
             ops.append(DeleteMeeting(CURRENT))
-        sms, warnings = _sms(document, "reschedule" if has_current else "confirmation", NEW)
-        ops += [*sms, *_reminder(document, sms, now)]
+        kind: SmsKind = "reschedule" if has_current else "confirmation"
+        sent, warnings = _notifications(
+            document, kind, NEW, state, mail_sender=mail_sender, now=now
+        )
+        ops += sent
     else:
         # Same organizer, meeting exists: patch only what changed. With no version applied in
         # full yet (a first attempt stopped after createOrGet), what the meeting holds is not
@@ -378,10 +455,11 @@ def plan(
         if document.settings.allow_client_to_join_using_browser and not state.client_join_web_url:
             ops.append(FetchClientJoinUrl(CURRENT))
         if last is None or time_changed:
-            sms, warnings = _sms(
-                document, "confirmation" if last is None else "reschedule", CURRENT
+            kind = "confirmation" if last is None else "reschedule"
+            sent, warnings = _notifications(
+                document, kind, CURRENT, state, mail_sender=mail_sender, now=now
             )
-            ops += [*sms, *_reminder(document, sms, now)]
+            ops += sent
     # A retry of this version must not text the clients again.
     ops = [op for op in ops if not _already_sent(op, document, state.notified)]
     if not global_features:
@@ -438,11 +516,13 @@ def progress(state: AppliedState, plan_: Plan, outcome: Outcome) -> AppliedState
         chosen = created  # adopt the new meeting: it is the only one
         intents.discard(plan_.intent)
     updated = _with_meeting(state, chosen)
-    notified = state.notified
+    sent = set(markers(state.notified))
     if outcome.reminder_sent:
-        notified = sms_marker(REMINDER, plan_.document)  # it follows the SMS: both went out
+        sent.add(sms_marker(REMINDER, plan_.document))  # it follows the SMS: both went out
     elif outcome.sms_sent:
-        notified = sms_marker(outcome.sms_sent[-1], plan_.document)
+        sent.add(sms_marker(outcome.sms_sent[-1], plan_.document))
+    sent.update(mail_marker(index, plan_.document) for index in outcome.mail_sent)
+    notified = " ".join(sorted(sent)) or None
     return replace(
         updated,
         intents=tuple(sorted(intents, key=lambda i: i.generation)),
@@ -474,6 +554,7 @@ def settle(state: AppliedState, plan_: Plan, outcome: Outcome) -> AppliedState:
         document=document,
         generation=plan_.generation,
         warnings=plan_.warnings + tuple(outcome.warnings),
+        finished_versions=state.finished_versions + 1,
         error=None,
         failed_version=None,
         intents=(),
@@ -493,6 +574,7 @@ def fail(state: AppliedState, plan_: Plan, outcome: Outcome, error: ErrorInfo) -
         error=error,
         failed_version=version_key(plan_.document.version),
         generation=max(updated.generation, plan_.generation),
+        finished_versions=state.finished_versions + 1,
         warnings=plan_.warnings + tuple(outcome.warnings),
         retry=None,
         lease_owner=None,

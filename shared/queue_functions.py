@@ -1,4 +1,4 @@
-"""Queue function: reconcile each appointment event. A thin adapter over the Reconciler.
+"""Queue functions: reconcile each appointment event, deliver each callback. Thin adapters.
 
 Imports nothing of the Graph SDK at load time (the Graph helper is created on first use), so
 registering it beside the HTTP functions costs the webhook path nothing.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared import runtime
-from shared.settings import QUEUE_NAME, STORAGE_SETTING
+from shared.settings import CALLBACK_QUEUE_NAME, QUEUE_NAME, STORAGE_SETTING
 
 blueprint = func.Blueprint()
 
@@ -24,3 +24,16 @@ def reconcile_appointment_event(msg: func.QueueMessage) -> None:
     """
     text = msg.get_body().decode("utf-8", errors="replace")
     runtime.reconciler().handle(text, msg.dequeue_count or 1)
+
+
+@blueprint.function_name("deliver_callback")
+@blueprint.queue_trigger(arg_name="msg", queue_name=CALLBACK_QUEUE_NAME, connection=STORAGE_SETTING)
+def deliver_callback(msg: func.QueueMessage) -> None:
+    """POST one owed callback to its source's callback URL.
+
+    Its own function, so a slow or dead receiver never holds up a reconciliation. Failed
+    attempts are re-sent by CallbackDelivery on the app's retry schedule; raising (storage
+    trouble) hands the message back to the host.
+    """
+    text = msg.get_body().decode("utf-8", errors="replace")
+    runtime.callback_delivery().handle(text)

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from urllib.parse import quote
 
+from shared.callbacks import callback_type, message_for, owe
 from shared.directory import Directory, unmapped_message
 from shared.documents import AppointmentDocument, version_key
 from shared.events import AppointmentEvent, MalformedMessage
@@ -33,6 +34,7 @@ from shared.graph import (
     PermanentGraphError,
     TransientGraphError,
 )
+from shared.mail import build_message
 from shared.planning import (
     CURRENT,
     NEW,
@@ -43,6 +45,7 @@ from shared.planning import (
     Operation,
     Outcome,
     Plan,
+    SendEmail,
     SendReminderSms,
     SendSms,
     UpdateMeeting,
@@ -130,11 +133,19 @@ class Reconciler:
         semantics: QueueSemantics,
         *,
         directory: Directory,
+        callback_queue: EventQueue | None = None,
+        has_callbacks: Callable[[str | None], bool] = lambda source: False,
+        mail_sender: str | None = None,
         clock: Callable[[], float] = time.time,
         retry_window_seconds: float = DEFAULT_RETRY_WINDOW_SECONDS,
     ) -> None:
+        """`has_callbacks(source)` says whether a document's source (None: the default one)
+        has a callback URL; its callbacks are enqueued on `callback_queue`."""
         self._store = store
         self._queue = queue
+        self._callback_queue = callback_queue
+        self._has_callbacks = has_callbacks
+        self._mail_sender = mail_sender
         self._directory = directory
         self._graph = graph
         self._semantics = semantics
@@ -268,7 +279,7 @@ class Reconciler:
         except PermanentGraphError as error:
             empty = Plan(document, (), state.generation)
             failed = fail(state, empty, Outcome(), _error_info(error, external_id))
-            return Result.FAILED if self._commit(external_id, failed, attempt.etag) else None
+            return Result.FAILED if self._commit_change(attempt, failed, attempt.etag) else None
         except TransientGraphError as error:
             return self._transient(attempt, error)
         except _Unmapped as unmapped:
@@ -280,10 +291,11 @@ class Reconciler:
             organizer_id,
             global_features=self._graph().global_features,
             now=datetime.fromtimestamp(now, UTC),
+            mail_sender=self._mail_sender,
         )
         if not the_plan.operations:
             done = settle(state, the_plan, Outcome())
-            return Result.APPLIED if self._commit(external_id, done, attempt.etag) else None
+            return Result.APPLIED if self._commit_change(attempt, done, attempt.etag) else None
         return self._apply(attempt, the_plan, now)
 
     def _unmapped(
@@ -299,7 +311,7 @@ class Reconciler:
         table.note_waiting(source, identifier, external_id)
         error = ErrorInfo("organizerUnmapped", unmapped_message(source, identifier))
         failed = fail(state, Plan(document, (), state.generation), Outcome(), error)
-        if self._commit(external_id, failed, attempt.etag) is None:
+        if self._commit_change(attempt, failed, attempt.etag) is None:
             return None
         # An entry saved between the lookup and the note above found nothing to replay:
         # look once more, past the cache, and replay now if it exists.
@@ -336,7 +348,7 @@ class Reconciler:
                 return None
             self._undo_new_meeting(attempt.outcome)
             failed = fail(leased, the_plan, attempt.outcome, _error_info(error, external_id))
-            if self._commit(external_id, failed, lease_etag) is None:
+            if self._commit_change(attempt, failed, lease_etag) is None:
                 return None
             log.warning("appointment %s failed: %s", external_id, error.code)
             return Result.FAILED
@@ -344,7 +356,7 @@ class Reconciler:
             return self._transient(attempt, error)
 
         done = settle(leased, the_plan, attempt.outcome)
-        if self._commit(external_id, done, lease_etag) is None:
+        if self._commit_change(attempt, done, lease_etag) is None:
             return None  # the lease ran out and another worker moved on: plan again
         return Result.APPLIED
 
@@ -363,6 +375,27 @@ class Reconciler:
             log.warning("could not delete the meeting a failed version created: %s", error)
             return
         outcome.deleted.add(NEW)
+
+    def _commit_change(
+        self, attempt: _Attempt, after: AppliedState, etag: str | None
+    ) -> str | None:
+        """Commit a change, with the callback it owes its sender (if any) in the same write.
+
+        The callback's queue message goes first: once the commit lands its message already
+        exists, so no crash can lose it. A message whose commit loses the race finds another
+        callback (or none) on the record and is dropped by the delivery function.
+        """
+        external_id = attempt.event.document.external_appointment_id
+        kind = callback_type(attempt.state, after)
+        if (
+            kind is not None
+            and self._callback_queue is not None
+            and self._has_callbacks(attempt.event.document.source)
+        ):
+            after = owe(after, kind, self._clock())
+            assert after.callback is not None
+            self._callback_queue.send(message_for(external_id, after.callback).to_message())
+        return self._commit(external_id, after, etag)
 
     def _commit(self, external_id: str, state: AppliedState, etag: str | None) -> str | None:
         """The new ETag, or None when another writer got there first."""
@@ -449,7 +482,8 @@ class Reconciler:
         )
         the_plan = attempt.plan or Plan(event.document, (), released.generation)
         unavailable = ErrorInfo("graphUnavailable", _with_route(message, external_id))
-        self._commit(external_id, fail(released, the_plan, Outcome(), unavailable), attempt.etag)
+        failed = fail(released, the_plan, Outcome(), unavailable)
+        self._commit_change(attempt, failed, attempt.etag)
         log.warning(
             "appointment %s failed: graphUnavailable, %s (correlation %s)",
             external_id,
@@ -523,6 +557,9 @@ class Reconciler:
                 outcome.deleted.add(op.slot)
             elif isinstance(op, SendSms | SendReminderSms):
                 _notify(graph, op, facts, outcome)
+            elif isinstance(op, SendEmail):
+                assert self._mail_sender is not None  # planned only with a sender
+                _email(graph, op, facts, outcome, self._mail_sender)
 
 
 def _notify(
@@ -541,6 +578,28 @@ def _notify(
             graph.send_sms(facts.organizer_id, facts.meeting_id, op.kind, op.attendees)
         else:
             graph.send_reminder_sms(facts.organizer_id, facts.meeting_id, op.attendees)
+    except PermanentGraphError as error:
+        outcome.warnings.append(f"{what}: {error.message}")
+    except GraphError:
+        outcome.warnings.append(f"{what}: Microsoft Graph was unavailable")
+
+
+def _email(
+    graph: GraphGateway, op: SendEmail, facts: MeetingFacts, outcome: Outcome, sender: str
+) -> None:
+    """E-mail one client. Like a text, a notification: a refusal is a warning on the record
+    (never the appointment's failure), recorded as sent so that it is never retried."""
+    outcome.mail_sent.append(op.client_index)
+    link = None
+    if op.kind != "cancellation":
+        browser = op.document.settings.allow_client_to_join_using_browser
+        link = (facts.client_join_web_url if browser else None) or facts.join_web_url
+    message = build_message(
+        op.document, op.kind, op.client_index, sender=sender, join_url=link, sequence=op.sequence
+    )
+    what = f"appointmentClients/{op.client_index}: e-mail {op.kind} not sent"
+    try:
+        graph.send_mail(sender, message)
     except PermanentGraphError as error:
         outcome.warnings.append(f"{what}: {error.message}")
     except GraphError:

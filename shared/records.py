@@ -8,10 +8,11 @@ means the intake never contends with the reconciler for the same row.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from typing import Any, Literal
 
-from shared.documents import AppointmentDocument
+from shared.callbacks import OwedCallback, Progress
+from shared.callbacks import view as callback_view
+from shared.documents import AppointmentDocument, utc_text
 from shared.sources.base import DEFAULT_SOURCE
 
 Status = Literal["pending", "scheduled", "cancelled", "failed"]
@@ -26,11 +27,6 @@ class ErrorInfo:
 
     def to_json(self) -> dict[str, str]:
         return {"code": self.code, "message": self.message}
-
-
-def utc_text(unix_seconds: float) -> str:
-    """RFC 3339 in UTC to the second, as the status record shows instants the app chose."""
-    return datetime.fromtimestamp(unix_seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -106,6 +102,12 @@ class AppliedState:
     notified: str | None = None
     # Set while a version waits out transient failures; gone once it is applied or failed.
     retry: RetryInfo | None = None
+    # The latest callback owed to the sender (SPEC "signed callbacks"), written in the same
+    # commit as the change that owes it: the durable outbox (see shared/callbacks.py).
+    callback: OwedCallback | None = None
+    # Versions finished so far (applied or failed): the next version's invite SEQUENCE is this
+    # + 1, so it grows with every version, and a retry of one version keeps its number.
+    finished_versions: int = 0
     # A lease (owner, expiry as unix seconds) keeps one worker at a time on an appointment.
     lease_owner: str | None = None
     lease_until: float = 0.0
@@ -127,6 +129,7 @@ class StoredAppointment:
     desired: DesiredVersion | None
     applied: AppliedState | None
     applied_etag: str | None = None
+    callback_progress: Progress | None = None
 
 
 def _clients(document: AppointmentDocument) -> list[dict[str, Any]]:
@@ -171,6 +174,9 @@ def status_view(stored: StoredAppointment) -> dict[str, Any]:
     }
     if applied.error is not None:
         view["error"] = applied.error.to_json()
+    callback = callback_view(applied.callback, stored.callback_progress)
+    if callback is not None:
+        view["callback"] = callback
     if pending and desired and applied.retry and desired.version == applied.retry.version:
         view["retry"] = applied.retry.to_json()
     return view

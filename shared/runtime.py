@@ -16,7 +16,9 @@ from shared.directory import Directory
 from shared.storage import AppointmentStore, EventQueue, OrganizerTable
 
 if TYPE_CHECKING:
+    from shared.callback_delivery import CallbackDelivery
     from shared.graph import GraphGateway
+    from shared.outbound import CallbackClient
     from shared.reconciler import Reconciler
 
 # The SDKs log every HTTP request at INFO: noise, and ingestion cost in Application Insights.
@@ -33,6 +35,33 @@ def store() -> AppointmentStore:
 @cache
 def queue() -> EventQueue:
     return EventQueue.from_settings(settings.current().storage)
+
+
+@cache
+def callback_queue() -> EventQueue:
+    return EventQueue.callbacks_from_settings(settings.current().storage)
+
+
+@cache
+def callback_client() -> CallbackClient:
+    """One pooled HTTP client for callbacks per process."""
+    from shared.outbound import CallbackClient
+
+    return CallbackClient()
+
+
+@cache
+def callback_delivery() -> CallbackDelivery:
+    from shared.callback_delivery import CallbackDelivery
+
+    current = settings.current()
+    return CallbackDelivery(
+        store(),
+        callback_queue(),
+        callback_client,
+        current.callback_target,
+        current.callback_retry_schedule,
+    )
 
 
 @cache
@@ -59,5 +88,8 @@ def reconciler() -> Reconciler:
         graph_gateway,
         settings.queue_semantics(),
         directory=directory(),
+        callback_queue=callback_queue(),
+        has_callbacks=lambda source: settings.current().callback_target(source) is not None,
+        mail_sender=settings.current().mail_sender,
         retry_window_seconds=settings.current().retry_window_seconds,
     )

@@ -17,11 +17,15 @@ from functools import cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from shared.callbacks import DEFAULT_RETRY_SCHEDULE, CallbackTarget, parse_schedule
 from shared.documents import iana_zones
+from shared.outbound import check_callback_url, is_valid_secret
 from shared.sources.base import DEFAULT_SOURCE, KINDS, SourceConfig
 
 QUEUE_NAME = "appointment-events"
 POISON_QUEUE_NAME = f"{QUEUE_NAME}-poison"
+CALLBACK_QUEUE_NAME = "appointment-callbacks"
+CALLBACK_POISON_QUEUE_NAME = f"{CALLBACK_QUEUE_NAME}-poison"
 TABLE_NAME = "appointments"
 STORAGE_SETTING = "AzureWebJobsStorage"
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
@@ -33,7 +37,7 @@ _SOURCE_SETTING = re.compile(r"SOURCES__([A-Za-z0-9]{1,32})__([A-Za-z]+)", re.AS
 _REGION = re.compile(r"[A-Za-z]{2}", re.ASCII)
 _SOURCE_SETTINGS = frozenset(
     {"KIND", "SECRETS", "TIMEZONE", "PHONEREGION", "SUBJECT", "SENDSMS", "SENDEMAIL"}
-    | {"SENDSMSREMINDER"}
+    | {"SENDSMSREMINDER", "CALLBACKURL", "CALLBACKSECRETS"}
 )
 
 
@@ -76,11 +80,31 @@ class Settings:
     # wrong is kept apart in `source_errors`, so only its own route answers 503.
     sources: Mapping[str, SourceConfig] = field(default_factory=dict)
     source_errors: Mapping[str, SettingsError] = field(default_factory=dict)
+    # The default source's callbacks (SOURCES__appointments__CALLBACKURL / __CALLBACKSECRETS).
+    default_callback: CallbackTarget | None = None
+    # Seconds between callback attempts (CALLBACK_RETRY_SCHEDULE), then the poison queue.
+    callback_retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
+    # The mailbox client e-mail is sent from (UPN or object id); None: no e-mail is sent.
+    mail_sender: str | None = None
 
     @property
     def default_source(self) -> SourceConfig:
         """`appointments`: the native document on today's route, signed with WEBHOOK_SECRETS."""
-        return SourceConfig(DEFAULT_SOURCE, "native", self.webhook_secrets)
+        return SourceConfig(
+            DEFAULT_SOURCE, "native", self.webhook_secrets, callback=self.default_callback
+        )
+
+    def source_config(self, name: str | None) -> SourceConfig | None:
+        """A document's source (None: the default source) as configured now, if it is."""
+        key = (name or DEFAULT_SOURCE).lower()
+        if key == DEFAULT_SOURCE:
+            return self.default_source
+        return self.sources.get(key)
+
+    def callback_target(self, name: str | None) -> CallbackTarget | None:
+        """Where a source's callbacks go; None when it has none (or its settings are wrong)."""
+        config = self.source_config(name)
+        return config.callback if config is not None else None
 
     @property
     def retry_window_seconds(self) -> float:
@@ -144,6 +168,18 @@ class Settings:
             client_id=environ.get(prefix + "clientId") or None,
         )
         sources, source_errors = _sources(environ)
+        default_callback = None
+        try:
+            default_callback = _callback(DEFAULT_SOURCE, _source_values(environ, DEFAULT_SOURCE))
+        except SettingsError as error:
+            source_errors[DEFAULT_SOURCE] = error
+        try:
+            schedule = parse_schedule(environ.get("CALLBACK_RETRY_SCHEDULE", ""))
+        except ValueError:
+            raise SettingsError(
+                "CALLBACK_RETRY_SCHEDULE",
+                "must be comma-separated whole seconds, each 1 to 604800 (7 days)",
+            ) from None
         return cls(
             storage=storage,
             webhook_secrets=secret_list(environ.get("WEBHOOK_SECRETS", "")),
@@ -155,6 +191,9 @@ class Settings:
             retry_window_minutes=duration("RETRY_WINDOW_MINUTES", 60.0),
             sources=sources,
             source_errors=source_errors,
+            default_callback=default_callback,
+            callback_retry_schedule=schedule,
+            mail_sender=(environ.get("MAIL_SENDER") or "").strip() or None,
         )
 
 
@@ -203,31 +242,63 @@ def _source(name: str, values: Mapping[str, str]) -> SourceConfig:
         send_sms=_switch(prefix + "SENDSMS", values.get("SENDSMS")),
         send_email=_switch(prefix + "SENDEMAIL", values.get("SENDEMAIL")),
         send_sms_reminder=_switch(prefix + "SENDSMSREMINDER", values.get("SENDSMSREMINDER")),
+        callback=_callback(name, values),
     )
+
+
+def _callback(name: str, values: Mapping[str, str]) -> CallbackTarget | None:
+    """A source's callback URL and secrets, checked; None when no URL is set.
+
+    A URL without a usable secret is refused rather than sent unsigned: a receiver could not
+    tell the app's callbacks from anyone's.
+    """
+    prefix = f"SOURCES__{name}__"
+    url = values.get("CALLBACKURL", "").strip()
+    if not url:
+        return None
+    reason = check_callback_url(url)
+    if reason is not None:
+        raise SettingsError(prefix + "CALLBACKURL", reason)
+    secrets = secret_list(values.get("CALLBACKSECRETS", ""))
+    if not secrets or not all(is_valid_secret(secret) for secret in secrets):
+        raise SettingsError(
+            prefix + "CALLBACKSECRETS",
+            "must hold one or more comma-separated whsec_ secrets when CALLBACKURL is set",
+        )
+    return CallbackTarget(url, secrets)
+
+
+def _source_values(environ: Mapping[str, str], source: str) -> dict[str, str]:
+    """One source's `SOURCES__{name}__...` settings by upper-case setting name."""
+    return _grouped(environ).get(source, {})
 
 
 def _sources(
     environ: Mapping[str, str],
 ) -> tuple[dict[str, SourceConfig], dict[str, SettingsError]]:
     """Every `SOURCES__{name}__...` source, and the ones whose settings cannot be used."""
+    sources: dict[str, SourceConfig] = {}
+    errors: dict[str, SettingsError] = {}
+    for name, values in _grouped(environ).items():
+        if name == DEFAULT_SOURCE:
+            continue  # reserved: only its CALLBACK settings apply
+        try:
+            sources[name] = _source(name, values)
+        except SettingsError as error:
+            errors[name] = error
+    return sources, errors
+
+
+def _grouped(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     grouped: dict[str, dict[str, str]] = {}
     for key, value in environ.items():
         match = _SOURCE_SETTING.fullmatch(key)
         if match is None:
             continue
         name, setting = match.group(1).lower(), match.group(2).upper()
-        if setting in _SOURCE_SETTINGS or setting.startswith("CALLBACK"):
+        if setting in _SOURCE_SETTINGS:
             grouped.setdefault(name, {})[setting] = value
-    sources: dict[str, SourceConfig] = {}
-    errors: dict[str, SettingsError] = {}
-    for name, values in grouped.items():
-        if name == DEFAULT_SOURCE:
-            continue  # reserved: only its CALLBACK settings apply (issue 10)
-        try:
-            sources[name] = _source(name, values)
-        except SettingsError as error:
-            errors[name] = error
-    return sources, errors
+    return grouped
 
 
 def _choice(name: str, environ: Mapping[str, str], allowed: tuple[str, ...]) -> str:

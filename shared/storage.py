@@ -30,6 +30,7 @@ from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient
 
 from shared import parts as assembly
+from shared.callbacks import OwedCallback, Progress
 from shared.directory import Entry
 from shared.documents import (
     AppointmentDocument,
@@ -47,6 +48,8 @@ from shared.records import (
     StoredAppointment,
 )
 from shared.settings import (
+    CALLBACK_POISON_QUEUE_NAME,
+    CALLBACK_QUEUE_NAME,
     DIRECTORY_TABLE_NAME,
     POISON_QUEUE_NAME,
     QUEUE_NAME,
@@ -60,6 +63,7 @@ T = TypeVar("T")
 
 DESIRED = "desired"
 APPLIED = "applied"
+CALLBACK = "callback"
 ORGANIZER = "organizer"
 # Delivery ids (HL7 MSH-10) kept per appointment to recognise a repeat: enough for any
 # interface engine's resend window, small enough for one table property.
@@ -196,7 +200,8 @@ def _table_call(table: TableClient, call: Callable[[], T]) -> T:
 
 
 class EventQueue:
-    """The `appointment-events` queue (and its poison queue) as plain-text JSON messages."""
+    """A queue and its poison queue as plain-text JSON messages: `appointment-events` for the
+    reconciler, `appointment-callbacks` for callback delivery."""
 
     def __init__(self, queue: QueueClient, poison: QueueClient) -> None:
         self._queue = queue
@@ -222,6 +227,14 @@ class EventQueue:
             with contextlib.suppress(ResourceExistsError):
                 _guard(queue.create_queue)
             _guard(send)
+
+    @classmethod
+    def callbacks_from_settings(cls, settings: StorageSettings) -> EventQueue:
+        service = _service(QueueServiceClient, settings, settings.queue_service_uri)
+        return cls(
+            service.get_queue_client(CALLBACK_QUEUE_NAME),
+            service.get_queue_client(CALLBACK_POISON_QUEUE_NAME),
+        )
 
     def send(self, text: str, *, visibility_timeout: int | None = None) -> None:
         """Enqueue one message; it is durable once this returns."""
@@ -283,6 +296,8 @@ def _entity_to_applied(entity: dict[str, Any]) -> AppliedState:
         intents=tuple(Intent(o, int(g)) for o, g in json.loads(entity.get("Intents") or "[]")),
         notified=entity.get("Notified") or None,
         retry=_retry_from_json(entity.get("Retry")),
+        callback=_callback_from_json(entity.get("Callback")),
+        finished_versions=int(entity.get("FinishedVersions", 0)),
         lease_owner=entity.get("LeaseOwner") or None,
         lease_until=float(entity.get("LeaseUntil", 0.0)),
     )
@@ -298,6 +313,22 @@ def _retry_from_json(text: str | None) -> RetryInfo | None:
         int(value["attempts"]),
         str(value["lastError"]),
         float(value["nextAttempt"]),
+    )
+
+
+def _callback_from_json(text: str | None) -> OwedCallback | None:
+    return OwedCallback.from_json(json.loads(text)) if text else None
+
+
+def _entity_to_progress(entity: Mapping[str, Any]) -> Progress:
+    code = entity.get("LastStatusCode")
+    last = entity.get("LastAttempt")
+    return Progress(
+        id=str(entity["CallbackId"]),
+        status=entity.get("Status", "pending"),
+        attempts=int(entity.get("Attempts", 0)),
+        last_attempt=float(last) if last is not None and last != "" else None,
+        last_status_code=int(code) if code is not None and code != "" else None,
     )
 
 
@@ -335,6 +366,8 @@ def _applied_to_entity(external_id: str, state: AppliedState) -> dict[str, Any]:
         "Intents": json.dumps([[i.organizer_id, i.generation] for i in state.intents]),
         "Notified": state.notified or "",
         "Retry": _retry_to_json(state.retry),
+        "Callback": json.dumps(state.callback.to_json()) if state.callback else "",
+        "FinishedVersions": state.finished_versions,
         "LeaseOwner": state.lease_owner or "",
         "LeaseUntil": float(state.lease_until),
     }
@@ -542,11 +575,29 @@ class AppointmentStore:
         self._call(query)
         desired = _entity_to_desired(rows[DESIRED]) if DESIRED in rows else None
         applied = rows.get(APPLIED)
+        progress = rows.get(CALLBACK)
         return StoredAppointment(
             desired=desired,
             applied=_entity_to_applied(applied) if applied else None,
             applied_etag=applied["__etag"] if applied else None,
+            callback_progress=_entity_to_progress(progress) if progress else None,
         )
+
+    def save_callback_progress(self, external_id: str, progress: Progress) -> None:
+        """How delivery of the latest callback went: its own row, never the applied one, so
+        the delivery function and the reconciler never conflict."""
+        entity: dict[str, Any] = {
+            "PartitionKey": external_id,
+            "RowKey": CALLBACK,
+            "CallbackId": progress.id,
+            "Status": progress.status,
+            "Attempts": progress.attempts,
+            "LastAttempt": progress.last_attempt if progress.last_attempt is not None else "",
+            "LastStatusCode": (
+                progress.last_status_code if progress.last_status_code is not None else ""
+            ),
+        }
+        self._call(lambda: self._table.upsert_entity(entity, mode=UpdateMode.REPLACE))
 
     def commit_applied(self, external_id: str, state: AppliedState, etag: str | None) -> str:
         """Write the applied state if nobody else did since `etag` (None: it must not exist).

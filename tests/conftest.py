@@ -26,7 +26,14 @@ def clear_app_caches() -> None:
     settings.current.cache_clear()
     runtime.store.cache_clear()
     runtime.queue.cache_clear()
-    for name in ("graph_gateway", "reconciler", "directory"):
+    for name in (
+        "graph_gateway",
+        "reconciler",
+        "directory",
+        "callback_queue",
+        "callback_client",
+        "callback_delivery",
+    ):
         cached = getattr(runtime, name, None)
         if cached is not None:
             cached.cache_clear()

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 from urllib.parse import quote
 
 from shared import signatures
+from shared.callbacks import CallbackTarget
 from shared.documents import DEFAULT_SUBJECT, FieldError
 from shared.problems import MEDIA_TYPE, Problem, validation_problem
 
@@ -36,6 +37,8 @@ class SourceConfig:
     send_sms: bool = False
     send_email: bool = False
     send_sms_reminder: bool = False
+    # Where this source's signed callbacks go (SOURCES__{name}__CALLBACKURL); None: none sent.
+    callback: CallbackTarget | None = None
 
     @property
     def effective_subject(self) -> str:

@@ -204,6 +204,7 @@ def _scheduled(
         "settings": {
             "sendSmsNotifications": config.send_sms,
             "sendSmsReminder": config.send_sms_reminder,
+            "sendEmailNotifications": config.send_email,
         },
     }
     if organizer_email is not None:

@@ -141,6 +141,7 @@ class Calendly:
             "settings": {
                 "sendSmsNotifications": config.send_sms,
                 "sendSmsReminder": config.send_sms_reminder,
+                "sendEmailNotifications": config.send_email,
             },
         }
         if read.organizer is not None:

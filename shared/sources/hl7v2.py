@@ -599,6 +599,7 @@ def _candidate(
         "settings": {
             "sendSmsNotifications": config.send_sms,
             "sendSmsReminder": config.send_sms_reminder,
+            "sendEmailNotifications": config.send_email,
         },
     }
     try:

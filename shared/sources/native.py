@@ -72,6 +72,7 @@ def _named(config: SourceConfig) -> Any:
         defaults = {
             "sendSmsNotifications": config.send_sms,
             "sendSmsReminder": config.send_sms_reminder,
+            "sendEmailNotifications": config.send_email,
         }
         if settings is None:
             document["settings"] = defaults

@@ -74,13 +74,15 @@ def test_the_host_finds_every_function_with_its_bindings() -> None:
         "delete_organizer",
         "get_appointment",
         "reconcile_appointment",
+        "resend_callback",
         "health",
         "reconcile_appointment_event",
+        "deliver_callback",
     }
     http = {
         name: next(b for b in spec["bindings"] if b["type"] == "httpTrigger")
         for name, spec in functions.items()
-        if name != "reconcile_appointment_event"
+        if name not in ("reconcile_appointment_event", "deliver_callback")
     }
     assert {name: (b["route"], b["methods"], b["authLevel"]) for name, b in http.items()} == {
         "receive_appointments": ("webhooks/appointments", ["POST"], "FUNCTION"),
@@ -94,16 +96,25 @@ def test_the_host_finds_every_function_with_its_bindings() -> None:
             ["POST"],
             "FUNCTION",
         ),
+        "resend_callback": (
+            "appointments/{externalAppointmentId}/callback",
+            ["POST"],
+            "FUNCTION",
+        ),
         "health": ("health", ["GET"], "ANONYMOUS"),
     }
-    [trigger] = functions["reconcile_appointment_event"]["bindings"]
-    assert trigger == {
-        "direction": "IN",
-        "type": "queueTrigger",
-        "name": "msg",
-        "queueName": "appointment-events",
-        "connection": "AzureWebJobsStorage",
-    }
+    for name, queue in (
+        ("reconcile_appointment_event", "appointment-events"),
+        ("deliver_callback", "appointment-callbacks"),
+    ):
+        [trigger] = functions[name]["bindings"]
+        assert trigger == {
+            "direction": "IN",
+            "type": "queueTrigger",
+            "name": "msg",
+            "queueName": queue,
+            "connection": "AzureWebJobsStorage",
+        }
     assert all(spec["scriptFile"] == "function_app.py" for spec in functions.values())
 
 

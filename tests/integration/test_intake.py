@@ -316,6 +316,7 @@ def largest_document() -> dict[str, Any]:
             "allowClientToJoinUsingBrowser": True,
             "sendSmsNotifications": True,
             "sendSmsReminder": True,
+            "sendEmailNotifications": True,
         },
     }
 

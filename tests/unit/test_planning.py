@@ -24,6 +24,7 @@ from shared.planning import (
     MeetingFacts,
     Operation,
     Outcome,
+    SendEmail,
     SendReminderSms,
     SendSms,
     UpdateMeeting,
@@ -31,6 +32,7 @@ from shared.planning import (
     external_id,
     fail,
     is_settled,
+    mail_marker,
     plan,
     progress,
     settle,
@@ -55,7 +57,7 @@ def kinds(operations: tuple[Operation, ...]) -> list[str]:
 
 def applied(**fields: Any) -> AppliedState:
     """The state after version `lastModifiedDateTime` 10:00 was applied with a meeting."""
-    document = valid(doc(appointmentClients=CLIENT, **fields))
+    document = valid(doc(**({"appointmentClients": CLIENT} | fields)))
     return AppliedState(
         status="scheduled",
         version=version_key(document.version),
@@ -70,7 +72,9 @@ def applied(**fields: Any) -> AppliedState:
 
 
 def later(**fields: Any) -> dict[str, Any]:
-    return doc(lastModifiedDateTime="2026-11-20T11:00:00Z", appointmentClients=CLIENT, **fields)
+    return doc(
+        **({"lastModifiedDateTime": "2026-11-20T11:00:00Z", "appointmentClients": CLIENT} | fields)
+    )
 
 
 # --- the call-count table -----------------------------------------------------------------
@@ -448,3 +452,87 @@ def test_a_document_without_the_reminder_setting_plans_as_before() -> None:
     assert plan(document, AppliedState(), ORGANIZER_GUID, now=NOW) == plan(
         document, AppliedState(), ORGANIZER_GUID
     )
+
+
+# --- client e-mail ----------------------------------------------------------------------------
+
+MAIL_ON = {"sendEmailNotifications": True}
+SENDER = "appointments@contoso.com"
+MAILED = [
+    {"displayName": "Sam", "emailAddress": "sam@example.com"},
+    {"displayName": "No address", "smsCapablePhoneNumber": "+13125550123"},
+    {"displayName": "Kim", "emailAddress": "kim@example.com"},
+]
+
+
+def mails(operations: tuple[Operation, ...]) -> list[tuple[str, int]]:
+    return [(op.kind, op.client_index) for op in operations if isinstance(op, SendEmail)]
+
+
+def test_one_e_mail_per_client_with_an_address_on_confirmation() -> None:
+    document = valid(doc(appointmentClients=MAILED, settings=MAIL_ON))
+    the_plan = plan(document, AppliedState(), ORGANIZER_GUID, mail_sender=SENDER)
+    assert mails(the_plan.operations) == [("confirmation", 0), ("confirmation", 2)]
+    assert all(op.sequence == 1 for op in the_plan.operations if isinstance(op, SendEmail))
+    assert the_plan.warnings == ()
+
+
+def test_a_time_change_mails_a_reschedule_with_a_growing_sequence() -> None:
+    state = replace(applied(appointmentClients=MAILED, settings=MAIL_ON), finished_versions=4)
+    moved = later(appointmentClients=MAILED, settings=MAIL_ON, **MOVED)
+    the_plan = plan(valid(moved), state, ORGANIZER_GUID, mail_sender=SENDER)
+    assert mails(the_plan.operations) == [("reschedule", 0), ("reschedule", 2)]
+    assert {op.sequence for op in the_plan.operations if isinstance(op, SendEmail)} == {5}
+    renamed = later(appointmentClients=MAILED, settings=MAIL_ON, subject="Other")
+    assert mails(plan(valid(renamed), state, ORGANIZER_GUID, mail_sender=SENDER).operations) == []
+
+
+def test_a_cancellation_mails_with_the_last_applied_times() -> None:
+    state = applied(appointmentClients=MAILED, settings=MAIL_ON)
+    the_plan = plan(valid(cancelled()), state, None, mail_sender=SENDER)
+    assert kinds(the_plan.operations)[-1] == "DeleteMeeting:current"
+    emails = [op for op in the_plan.operations if isinstance(op, SendEmail)]
+    assert [(op.kind, op.client_index) for op in emails] == [
+        ("cancellation", 0),
+        ("cancellation", 2),
+    ]
+    assert state.document is not None
+    assert emails[0].document.start == state.document.start
+    assert emails[0].document.is_cancelled
+
+
+def test_no_e_mail_without_asking_and_a_warning_without_a_sender() -> None:
+    quiet = valid(doc(appointmentClients=MAILED))
+    assert mails(plan(quiet, AppliedState(), ORGANIZER_GUID, mail_sender=SENDER).operations) == []
+    asking = valid(doc(appointmentClients=MAILED, settings=MAIL_ON))
+    the_plan = plan(asking, AppliedState(), ORGANIZER_GUID)
+    assert mails(the_plan.operations) == []
+    assert the_plan.warnings == (
+        "e-mail not sent: MAIL_SENDER is not set (the mailbox e-mail is sent from)",
+    )
+
+
+def test_a_retry_does_not_mail_a_client_twice_and_markers_keep_every_notification() -> None:
+    document = valid(doc(appointmentClients=MAILED, settings={**MAIL_ON, **SMS_ON}))
+    first = plan(document, AppliedState(), ORGANIZER_GUID, mail_sender=SENDER)
+    outcome = Outcome(
+        meetings={NEW: MeetingFacts(ORGANIZER_GUID, "m", "x", "https://join")},
+        sms_sent=["confirmation"],
+        mail_sent=[0],
+    )
+    midway = progress(AppliedState(intents=(Intent(ORGANIZER_GUID, 0),)), first, outcome)
+    assert set((midway.notified or "").split()) == {
+        sms_marker("confirmation", document),
+        mail_marker(0, document),
+    }
+    again = plan(document, midway, ORGANIZER_GUID, mail_sender=SENDER)
+    assert mails(again.operations) == [("confirmation", 2)]
+    assert not any(isinstance(op, SendSms) for op in again.operations)
+
+
+def test_settling_counts_finished_versions() -> None:
+    document = valid(doc())
+    the_plan = plan(document, AppliedState(), ORGANIZER_GUID)
+    facts = MeetingFacts(ORGANIZER_GUID, "m", "x", "https://join")
+    done = settle(AppliedState(), the_plan, Outcome(meetings={NEW: facts}))
+    assert done.finished_versions == 1

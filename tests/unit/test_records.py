@@ -84,6 +84,7 @@ def test_nothing_applied_yet_is_pending_and_shows_the_desired_document() -> None
             "allowClientToJoinUsingBrowser": True,
             "sendSmsNotifications": True,
             "sendSmsReminder": False,
+            "sendEmailNotifications": False,
         },
         "status": "pending",
         "organizer": ORGANIZER_GUID,
@@ -130,6 +131,7 @@ def test_defaults_show_when_the_document_omits_them() -> None:
         "allowClientToJoinUsingBrowser": True,
         "sendSmsNotifications": False,
         "sendSmsReminder": False,
+        "sendEmailNotifications": False,
     }
 
 

@@ -235,7 +235,11 @@ def test_a_created_booking_is_one_scheduled_appointment() -> None:
         "endDateTime": "2026-03-10T16:30:00Z",
         "subject": "Follow-up consultation between Dr. Morgan Rivera and Avery Quinn",
         "timeZone": "America/New_York",
-        "settings": {"sendSmsNotifications": False, "sendSmsReminder": False},
+        "settings": {
+            "sendSmsNotifications": False,
+            "sendSmsReminder": False,
+            "sendEmailNotifications": False,
+        },
         "appointmentClients": [
             {
                 "displayName": "Avery Quinn",
@@ -337,6 +341,7 @@ def test_sms_follows_the_sources_setting() -> None:
     assert only(created(), config)["settings"] == {
         "sendSmsNotifications": True,
         "sendSmsReminder": False,
+        "sendEmailNotifications": False,
     }
 
 

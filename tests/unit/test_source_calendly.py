@@ -364,7 +364,11 @@ def test_times_subject_and_zone_come_from_the_event_and_invitee() -> None:
     assert document["endDateTime"] == "2026-03-10T16:30:00.000000Z"
     assert document["subject"] == "Follow-up consultation"
     assert document["timeZone"] == "America/Chicago"
-    assert document["settings"] == {"sendSmsNotifications": False, "sendSmsReminder": False}
+    assert document["settings"] == {
+        "sendSmsNotifications": False,
+        "sendSmsReminder": False,
+        "sendEmailNotifications": False,
+    }
     assert "warnings" not in document
 
 
@@ -383,6 +387,7 @@ def test_sms_follows_the_sources_setting() -> None:
     assert only(parse(created(), config))["settings"] == {
         "sendSmsNotifications": True,
         "sendSmsReminder": False,
+        "sendEmailNotifications": False,
     }
 
 

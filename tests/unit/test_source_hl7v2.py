@@ -707,7 +707,11 @@ def test_subject_is_never_clinical() -> None:
     )
     document = doc(body, custom)
     assert document["subject"] == "Clinic call"
-    assert document["settings"] == {"sendSmsNotifications": True, "sendSmsReminder": True}
+    assert document["settings"] == {
+        "sendSmsNotifications": True,
+        "sendSmsReminder": True,
+        "sendEmailNotifications": False,
+    }
     assert "Chemotherapy" not in str(document)
 
 

@@ -23,11 +23,13 @@ def test_the_sources_switches_set_sms_and_its_reminder() -> None:
     assert settings_of(doc(), REMINDING) == {
         "sendSmsNotifications": True,
         "sendSmsReminder": True,
+        "sendEmailNotifications": False,
     }
     quiet = SourceConfig(name="clinic", kind="native")
     assert settings_of(doc(), quiet) == {
         "sendSmsNotifications": False,
         "sendSmsReminder": False,
+        "sendEmailNotifications": False,
     }
 
 
@@ -36,4 +38,20 @@ def test_the_senders_own_reminder_setting_wins() -> None:
     assert settings_of(body, REMINDING) == {
         "sendSmsNotifications": True,
         "sendSmsReminder": False,
+        "sendEmailNotifications": False,
+    }
+
+
+def test_the_sources_e_mail_switch_sets_e_mail_and_the_senders_own_setting_wins() -> None:
+    mailing = SourceConfig(name="clinic", kind="native", send_email=True)
+    assert settings_of(doc(), mailing) == {
+        "sendSmsNotifications": False,
+        "sendSmsReminder": False,
+        "sendEmailNotifications": True,
+    }
+    body = doc(settings={"sendEmailNotifications": False})
+    assert settings_of(body, mailing) == {
+        "sendSmsNotifications": False,
+        "sendSmsReminder": False,
+        "sendEmailNotifications": False,
     }
