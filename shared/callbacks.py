@@ -145,36 +145,30 @@ def _is_live(state: AppliedState) -> bool:
     )
 
 
-def _observable(state: AppliedState) -> tuple[object, ...]:
-    """What an `appointment.updated` reports a change of: time, subject, organizer, links."""
-    document = state.document
-    return (
-        document.start if document else None,
-        document.end if document else None,
-        document.effective_subject if document else None,
-        state.organizer_id,
-        state.join_web_url,
-        state.client_join_web_url,
-    )
-
-
 def callback_type(before: AppliedState, after: AppliedState) -> CallbackType | None:
-    """The callback a committed change owes, or None (a stale or duplicate delivery, a retry
-    note, the tidying of leftovers, or a change nothing outside can see)."""
-    if after.status == "cancelled":
-        return "appointment.cancelled" if before.status != "cancelled" else None
+    """The callback a committed change owes: one for every newer version that was applied or
+    failed; none for a stale or duplicate delivery, a retry note or the tidying of leftovers.
+
+    The type says where the version left the appointment: `scheduled` when a meeting exists
+    again after none (the first booking, a re-booking after a cancellation), `updated` for any
+    later applied version (time, subject, organizer, links or only its clients changed: the
+    record says what it is now), `cancelled`, `failed`. So the last callback a receiver got
+    always carries the record as it finally is.
+    """
     if after.status == "failed":
-        if before.status != "failed":
-            return "appointment.failed"
-        if before.failed_version != after.failed_version or before.error != after.error:
+        if (
+            before.status != "failed"
+            or before.failed_version != after.failed_version
+            or before.error != after.error
+        ):
             return "appointment.failed"
         return None
-    if after.status != "scheduled":
-        return None
-    if not _is_live(before):
-        return "appointment.scheduled"
-    if before.status != "scheduled" or _observable(before) != _observable(after):
-        return "appointment.updated"
+    if after.version is None or after.version == before.version:
+        return None  # no newer version applied (leftovers tidied, a lease, a retry note)
+    if after.status == "cancelled":
+        return "appointment.cancelled"
+    if after.status == "scheduled":
+        return "appointment.updated" if _is_live(before) else "appointment.scheduled"
     return None
 
 
