@@ -51,22 +51,27 @@ def send(queue: QueueClient, poison: QueueClient, body: dict[str, Any]) -> None:
     reconcile_all(queue, poison)
 
 
-def invite(mail: MailRecord) -> icalendar.Event:
+def calendar_of(mail: MailRecord) -> icalendar.Component:
     [attachment] = mail.attachments
     assert attachment.name == "invite.ics"
-    calendar = icalendar.Calendar.from_ical(attachment.content)
-    [event] = calendar.walk("VEVENT")
-    event.calendar_method = str(calendar["METHOD"])  # type: ignore[attr-defined]
+    return icalendar.Calendar.from_ical(attachment.content)
+
+
+def invite(mail: MailRecord) -> icalendar.Component:
+    [event] = calendar_of(mail).walk("VEVENT")
     return event
 
 
 def sent(emulator: GraphEmulator) -> list[tuple[str, str, int]]:
     """(recipient, METHOD, SEQUENCE) of every message sent so far."""
-    out = []
-    for mail in emulator.mail_sent():
-        event = invite(mail)
-        out.append((mail.to_address, event.calendar_method, int(event["SEQUENCE"])))  # type: ignore[attr-defined]
-    return out
+    return [
+        (
+            mail.to_address,
+            str(calendar_of(mail)["METHOD"]),
+            int(str(invite(mail)["SEQUENCE"])),
+        )
+        for mail in emulator.mail_sent()
+    ]
 
 
 def test_each_client_with_an_address_gets_one_message_per_notifying_version(

@@ -10,7 +10,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import icalendar
+
+from devtools.callback_receiver import ReceivedCallback
 from devtools.graph_emulator import GraphEmulator, Meeting
+from shared import runtime
 from shared.http_api import get_appointment
 from tests.support import ALEX, MEGAN, get_request
 
@@ -35,6 +39,10 @@ class History:
     @property
     def newest(self) -> dict[str, Any]:
         return max(self.versions, key=lambda d: _instant(d["lastModifiedDateTime"]))
+
+
+CLIENT_EMAIL = "chaos.client@example.com"
+CLIENT_PHONE = "+12065550100"
 
 
 def _instant(value: str) -> datetime:
@@ -89,7 +97,14 @@ def history(rng: random.Random, external_id: str) -> History:
                 "endDateTime": _format(end, rng.choice(OFFSETS)),
                 "subject": current["subject"],
                 "timeZone": "Europe/Berlin",
-                "appointmentClients": [{"displayName": "Chaos Client"}],
+                "appointmentClients": [
+                    {
+                        "displayName": "Chaos Client",
+                        "emailAddress": CLIENT_EMAIL,
+                        "smsCapablePhoneNumber": CLIENT_PHONE,
+                    }
+                ],
+                "settings": {"sendSmsNotifications": True, "sendEmailNotifications": True},
             }
         result.versions.append(document)
     return result
@@ -173,4 +188,68 @@ def convergence_problems(histories: list[History], graph: GraphEmulator) -> dict
         "cancelled": len(histories) - scheduled,
         "live_meetings": len(live),
         "referenced_meetings": len(referenced),
+    }
+
+
+def _without_callback(view: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in view.items() if k != "callback"}
+
+
+def notification_problems(
+    histories: list[History], graph: GraphEmulator, received: list[ReceivedCallback]
+) -> dict[str, Any]:
+    """Callbacks and client notifications after the storm.
+
+    Every appointment's latest callback was delivered, and what the receiver got for it is the
+    record as it finally is; no client got the same version's e-mail twice (a version is its
+    invite's SEQUENCE); no meeting texted its confirmation or cancellation twice.
+    """
+    problems: list[str] = []
+    delivered: dict[str, ReceivedCallback] = {}
+    for callback in received:
+        if callback.answered is not None and 200 <= callback.answered < 300:
+            delivered[callback.headers["webhook-id"]] = callback
+    unverified = [c for c in received if not c.verified]
+    if unverified:
+        problems.append(f"{len(unverified)} callbacks failed verification")
+    for item in histories:
+        stored = runtime.store().load(item.external_id)
+        owed = stored.applied.callback if stored.applied else None
+        if owed is None:
+            problems.append(f"{item.external_id}: no callback owed")
+            continue
+        progress = stored.callback_progress
+        if progress is None or progress.id != owed.id or progress.status != "delivered":
+            problems.append(f"{item.external_id}: latest callback not delivered: {progress}")
+            continue
+        got = delivered.get(owed.id)
+        final = record(item.external_id)
+        if got is None or final is None:
+            problems.append(f"{item.external_id}: receiver has no delivery of {owed.id}")
+        elif _without_callback(got.data) != _without_callback(final):
+            different = sorted(
+                k for k in final if k != "callback" and got.data.get(k) != final.get(k)
+            )
+            problems.append(f"{item.external_id}: last callback differs in {different}")
+    seen: dict[tuple[str, str, int], int] = defaultdict(int)
+    for mail in graph.mail_sent():
+        calendar = icalendar.Calendar.from_ical(mail.attachments[0].content)
+        [event] = calendar.walk("VEVENT")
+        seen[(mail.to_address, str(event["UID"]), int(str(event["SEQUENCE"])))] += 1
+    twice = [key for key, count in seen.items() if count > 1]
+    if twice:
+        problems.append(f"{len(twice)} e-mails sent twice for one version, e.g. {twice[:2]}")
+    texts: dict[tuple[str, str], int] = defaultdict(int)
+    for sms in graph.sms_sent():
+        if sms.message_type in ("confirmation", "cancellation"):
+            texts[(sms.meeting_id, sms.message_type)] += 1
+    doubled = [key for key, count in texts.items() if count > 1]
+    if doubled:
+        problems.append(f"{len(doubled)} meetings texted twice, e.g. {doubled[:2]}")
+    return {
+        "notification_problems": problems,
+        "callbacks_received": len(received),
+        "callbacks_delivered": len(delivered),
+        "emails": len(graph.mail_sent()),
+        "sms": len(graph.sms_sent()),
     }

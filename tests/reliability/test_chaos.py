@@ -15,6 +15,7 @@ cancelled one, no orphan; every record scheduled or cancelled and not pending; n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -23,22 +24,35 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueClient
 
 from devtools.azurite import Azurite
+from devtools.callback_receiver import CallbackReceiver
 from devtools.graph_emulator import GraphEmulator
 from shared import runtime
 from shared.http_api import receive_appointments
-from shared.queue_functions import reconcile_appointment_event
+from shared.queue_functions import deliver_callback, reconcile_appointment_event
 from shared.reconciler import LEASE_SECONDS
-from shared.settings import POISON_QUEUE_NAME, QUEUE_NAME
-from tests.reliability.chaos import History, convergence_problems, history
+from shared.settings import (
+    CALLBACK_POISON_QUEUE_NAME,
+    CALLBACK_QUEUE_NAME,
+    POISON_QUEUE_NAME,
+    QUEUE_NAME,
+)
+from tests.reliability.chaos import (
+    History,
+    convergence_problems,
+    history,
+    notification_problems,
+)
 from tests.reliability.host import ConcurrentHost
-from tests.support import ALEX, encode, signed_request
+from tests.support import ALEX, ALEX_UPN, encode, signed_request
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = 20261124
@@ -48,6 +62,8 @@ FAULT_RATE = 0.15
 LATENCY_SPIKE = 0.25
 WORKERS = 3
 CRASH_VISIBILITY = 5
+CALLBACK_FAILURE_SHARE = 0.15
+CALLBACK_SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
 def post(document: dict[str, Any]) -> int:
@@ -100,9 +116,24 @@ def test_chaos_converges_with_no_duplicate_orphan_or_poison(
     azurite: Azurite,
     event_queue: QueueClient,
     app_environment: dict[str, str],
+    reconfigure: Callable[..., None],
     tmp_path: Path,
 ) -> None:
     rng = random.Random(SEED)
+    # Callbacks and e-mail on: the receiver refuses a seeded share of attempts with a 500.
+    script = [500 if rng.random() < CALLBACK_FAILURE_SHARE else 200 for _ in range(4000)]
+    receiver = CallbackReceiver(secrets=[CALLBACK_SECRET], responses=script).start()
+    reconfigure(
+        SOURCES__appointments__CALLBACKURL=receiver.url,
+        SOURCES__appointments__CALLBACKSECRETS=CALLBACK_SECRET,
+        CALLBACK_RETRY_SCHEDULE="1,1,1,1,1,1",
+        MAIL_SENDER=ALEX_UPN,
+    )
+    for name in (CALLBACK_QUEUE_NAME, CALLBACK_POISON_QUEUE_NAME):
+        callbacks = QueueClient.from_connection_string(azurite.connection_string, name)
+        with contextlib.suppress(ResourceExistsError):
+            callbacks.create_queue()
+        callbacks.clear_messages()
     run = f"chaos-{rng.randrange(10**8):08d}"
     victim = {
         "externalAppointmentId": f"{run}-victim",
@@ -144,14 +175,39 @@ def test_chaos_converges_with_no_duplicate_orphan_or_poison(
         visibility_timeout=30,
         retry_visibility=1,
     )
+    delivery = ConcurrentHost(
+        azurite.connection_string,
+        CALLBACK_QUEUE_NAME,
+        CALLBACK_POISON_QUEUE_NAME,
+        deliver_callback,
+        workers=2,
+        visibility_timeout=30,
+        retry_visibility=1,
+    )
+    reconciled = threading.Event()
+    delivered: dict[str, Any] = {}
+
+    def deliver() -> None:
+        try:
+            delivered["counts"] = delivery.run(
+                deadline_seconds=LEASE_SECONDS + 240, feeding_done=reconciled
+            )
+        except TimeoutError as error:
+            delivered["error"] = str(error)
+
     started = time.monotonic()
     feeder = threading.Thread(target=feed, name="chaos-feeder")
+    deliverer = threading.Thread(target=deliver, name="chaos-callbacks")
     feeder.start()
+    deliverer.start()
     try:
         counts = host.run(deadline_seconds=LEASE_SECONDS + 150, feeding_done=feeding_done)
     finally:
+        reconciled.set()
         feeder.join(timeout=60)
         emulator.clear_faults()
+        deliverer.join(timeout=LEASE_SECONDS + 260)
+        receiver.stop()
     drained_s = time.monotonic() - started
 
     calls = emulator.calls()
@@ -160,6 +216,12 @@ def test_chaos_converges_with_no_duplicate_orphan_or_poison(
     poison = QueueClient.from_connection_string(azurite.connection_string, POISON_QUEUE_NAME)
     poisoned = poison.get_queue_properties().approximate_message_count
     outcome = convergence_problems(histories, emulator)
+    notified = notification_problems(histories, emulator, receiver.received)
+    callback_poison = (
+        QueueClient.from_connection_string(azurite.connection_string, CALLBACK_POISON_QUEUE_NAME)
+        .get_queue_properties()
+        .approximate_message_count
+    )
     summary = {
         "seed": SEED,
         "appointments": len(histories),
@@ -174,7 +236,10 @@ def test_chaos_converges_with_no_duplicate_orphan_or_poison(
         "host_errors": counts.errors[:5],
         "poison_queue": poisoned,
         "drained_in_s": round(drained_s, 1),
+        "callback_host": (delivered["counts"].as_dict() if "counts" in delivered else delivered),
+        "callback_poison_queue": callback_poison,
         **outcome,
+        **notified,
     }
     report = tmp_path / "chaos.json"
     report.write_text(json.dumps(summary, indent=2, default=str))
@@ -187,6 +252,9 @@ def test_chaos_converges_with_no_duplicate_orphan_or_poison(
     assert not outcome["problems"], "\n".join(outcome["problems"][:20])
     assert outcome["live_meetings"] == outcome["scheduled"], summary
     assert outcome["referenced_meetings"] == outcome["scheduled"], summary
+    assert "error" not in delivered, delivered
+    assert callback_poison == 0, summary
+    assert not notified["notification_problems"], "\n".join(notified["notification_problems"][:20])
 
 
 @pytest.mark.slow
