@@ -127,6 +127,8 @@ module monitoring 'app/monitoring.bicep' = {
     tags: tags
     poisonAlertName: '${abbrs.insightsScheduledQueryRules}poison-${resourceToken}'
     poisonQueueName: poisonQueueName
+    callbackPoisonAlertName: '${abbrs.insightsScheduledQueryRules}callback-poison-${resourceToken}'
+    callbackPoisonQueueName: callbackPoisonQueueName
     actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
     alertEmail: alertEmail
   }

@@ -23,6 +23,12 @@ param poisonAlertName string
 @description('Queue the Functions host moves a message to after maxDequeueCount failures.')
 param poisonQueueName string
 
+@description('Name of the alert rule on dead-lettered callbacks.')
+param callbackPoisonAlertName string
+
+@description('Queue the app moves a callback to once its retry schedule ran out.')
+param callbackPoisonQueueName string
+
 @description('Action group name, used only when alertEmail is set.')
 param actionGroupName string
 
@@ -102,6 +108,45 @@ resource poisonAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
       allOf: [
         {
           query: 'traces | where message has "MaxDequeueCount" and message has "${poisonQueueName}"'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: false
+    actions: {
+      actionGroups: empty(alertEmail) ? [] : [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
+// The app itself dead-letters a callback (CallbackDelivery) and logs one warning naming the
+// queue when it does: the same trace-count alert as above, on that line.
+resource callbackPoisonAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: callbackPoisonAlertName
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'Callbacks moved to ${callbackPoisonQueueName}'
+    description: 'A callback failed through its whole retry schedule. The record\'s callback.status is failed with lastStatusCode; fix the receiver, then POST /api/appointments/{id}/callback.'
+    severity: 3
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: 'traces | where message has "failed after" and message has "${callbackPoisonQueueName}"'
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0

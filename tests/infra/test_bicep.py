@@ -439,7 +439,9 @@ def test_each_source_becomes_its_sources_settings() -> None:
     assert index == "i"
     by_key = {e["key"]: e["value"] for e in entries}
     prefix = "SOURCES__${sources[i].name}__"
-    assert set(by_key) == {prefix + s for s in _SOURCE_SETTINGS}
+    # The callback pair is written by its own builder (tests below), only for sources with a URL.
+    callback = {"CALLBACKURL", "CALLBACKSECRETS"}
+    assert set(by_key) == {prefix + s for s in _SOURCE_SETTINGS - callback}
     assert "kind" in strings(by_key[prefix + "KIND"])
     for switch in ("SENDSMS", "SENDEMAIL", "SENDSMSREMINDER"):
         assert functions(by_key[prefix + switch])[0] == "string", switch  # 'true' / 'false'
@@ -710,8 +712,9 @@ def test_app_insights_is_workspace_based_without_local_auth() -> None:
 
 def test_poison_queue_alert_and_optional_email() -> None:
     monitoring = tree("app/monitoring.bicep")
-    (rule,) = resources(monitoring, "Microsoft.Insights/scheduledQueryRules").values()
-    props = body(rule)["properties"]
+    rules = resources(monitoring, "Microsoft.Insights/scheduledQueryRules")
+    assert set(rules) == {"poisonAlert", "callbackPoisonAlert"}
+    props = body(rules["poisonAlert"])["properties"]
     assert props["enabled"] is True
     assert [accessor_path(s) for s in props["scopes"]] == [["appInsights", "id"]]
     (criterion,) = props["criteria"]["allOf"]
@@ -721,6 +724,14 @@ def test_poison_queue_alert_and_optional_email() -> None:
     assert criterion["threshold"] == 0
     assert resolve(_main(), _module_params("monitoring")["poisonQueueName"]) == (
         "appointment-events-poison"
+    )
+    callbacks = body(rules["callbackPoisonAlert"])["properties"]
+    (criterion,) = callbacks["criteria"]["allOf"]
+    # The line CallbackDelivery logs when it dead-letters a callback.
+    assert "failed after" in criterion["query"]
+    assert "${callbackPoisonQueueName}" in criterion["query"]
+    assert resolve(_main(), _module_params("monitoring")["callbackPoisonQueueName"]) == (
+        CALLBACK_POISON_QUEUE
     )
     (group,) = resources(monitoring, "Microsoft.Insights/actionGroups").values()
     gate = condition(group)
