@@ -4,6 +4,7 @@ emulator, delivered over real HTTP to a local receiver that verifies with `stand
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ from azure.storage.queue import QueueClient
 from devtools.azurite import Azurite
 from devtools.callback_receiver import CallbackReceiver, ReceivedCallback
 from devtools.graph_emulator import GraphEmulator
-from shared import runtime
+from shared import runtime, settings
 from shared.http_api import receive_appointments, resend_callback
 from shared.queue_functions import deliver_callback
 from shared.settings import CALLBACK_POISON_QUEUE_NAME, CALLBACK_QUEUE_NAME, POISON_QUEUE_NAME
@@ -353,3 +354,76 @@ def callback_request(external_id: str) -> Any:
 def test_the_runtime_builds_one_delivery_per_process(callbacks_on: dict[str, QueueClient]) -> None:
     assert runtime.callback_delivery() is runtime.callback_delivery()
     assert runtime.callback_client() is runtime.callback_client()
+
+
+def test_a_message_ahead_of_its_commit_waits_then_is_dropped_and_junk_is_parked(
+    callbacks_on: dict[str, QueueClient], receiver: CallbackReceiver
+) -> None:
+    from shared.callback_delivery import CallbackDelivery, DeliveryResult
+    from shared.callbacks import CallbackMessage
+
+    body = document(organizer=ALEX)
+    external_id = body["externalAppointmentId"]
+    post(body)
+    reconcile(callbacks_on)
+    deliver(callbacks_on)
+    ahead = CallbackMessage(external_id, "msg_never_committed", 2, time.time()).to_message()
+
+    def delivery(clock: Callable[[], float]) -> CallbackDelivery:
+        current = settings.current()
+        return CallbackDelivery(
+            runtime.store(),
+            runtime.callback_queue(),
+            runtime.callback_client,
+            current.callback_target,
+            current.callback_retry_schedule,
+            clock=clock,
+        )
+
+    assert delivery(time.time).handle(ahead) is DeliveryResult.WAITING
+    deadline = time.monotonic() + 5
+    again: list[Any] = []
+    while not again and time.monotonic() < deadline:  # it was sent again, hidden for a second
+        again = list(callbacks_on["callbacks"].receive_messages(max_messages=1))
+        time.sleep(0.1)
+    assert [m.content for m in again] == [ahead]
+    late = delivery(lambda: time.time() + 121)
+    assert late.handle(ahead) is DeliveryResult.DROPPED
+    old = CallbackMessage(external_id, "msg_older", 0, time.time()).to_message()
+    assert late.handle(old) is DeliveryResult.SUPERSEDED
+    assert late.handle("not a callback message") is DeliveryResult.MALFORMED
+    assert [m.content for m in callbacks_on["poison"].peek_messages()] == ["not a callback message"]
+    assert len(receiver.received) == 1  # none of these posted anything
+
+
+def test_a_named_source_sends_its_callbacks_to_its_own_url(
+    reconfigure: Callable[..., None],
+    receiver: CallbackReceiver,
+    queues: dict[str, QueueClient],
+    emulator: GraphEmulator,
+) -> None:
+    from shared.http_api import receive_source
+    from shared.signatures import sign
+    from tests.support import source_request
+
+    with CallbackReceiver(secrets=[ROTATED]) as clinic:
+        reconfigure(
+            SOURCES__appointments__CALLBACKURL=receiver.url,
+            SOURCES__appointments__CALLBACKSECRETS=WHSEC,
+            SOURCES__clinic__KIND="native",
+            SOURCES__clinic__SECRETS="clinic-secret-0123456789",
+            SOURCES__clinic__CALLBACKURL=clinic.url,
+            SOURCES__clinic__CALLBACKSECRETS=ROTATED,
+        )
+        raw = encode(document(organizer=ALEX))
+        headers = {
+            "Content-Type": "application/json",
+            "X-Signature": sign("clinic-secret-0123456789", int(time.time()), raw),
+        }
+        assert receive_source(source_request("clinic", raw, headers)).status_code == 202
+        reconcile(queues)
+        deliver(queues)
+        [got] = clinic.received
+        assert got.verified
+        assert got.data["source"] == "clinic"
+        assert receiver.received == []
