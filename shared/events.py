@@ -97,3 +97,35 @@ class AppointmentEvent:
             source_version,
             part,
         )
+
+
+@dataclass(frozen=True)
+class EraseEvent:
+    """DELETE /api/appointments/{id}: delete the live meeting quietly and every stored trace.
+
+    Carries the id only: the message itself holds no client data.
+    """
+
+    external_id: str
+    correlation_id: str
+
+    def to_message(self) -> str:
+        return json.dumps(
+            {"erase": self.external_id, "correlationId": self.correlation_id},
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+
+
+def parse_message(text: str) -> AppointmentEvent | EraseEvent:
+    """Either message of the `appointment-events` queue; MalformedMessage for anything else."""
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        raise MalformedMessage("not JSON") from None
+    if isinstance(body, dict) and "erase" in body:
+        external_id, correlation_id = body.get("erase"), body.get("correlationId")
+        if not isinstance(external_id, str) or not isinstance(correlation_id, str):
+            raise MalformedMessage("erase or correlationId has the wrong type")
+        return EraseEvent(external_id, correlation_id[:64])
+    return AppointmentEvent.from_message(text)

@@ -19,7 +19,7 @@ from shared import runtime, settings
 from shared.callback_delivery import ResendRefused, resend
 from shared.directory import parse_entries
 from shared.documents import FieldError, parse_document, utc_text
-from shared.events import AppointmentEvent
+from shared.events import AppointmentEvent, EraseEvent
 from shared.intake import Intake, Reply, refused
 from shared.problems import Problem, validation_problem
 from shared.records import StoredAppointment, status_view
@@ -62,14 +62,22 @@ def _not_found(correlation: str) -> func.HttpResponse:
     return _respond(Reply.problem(problem), correlation)
 
 
+def _route_id(request: func.HttpRequest) -> str | None:
+    """The route's externalAppointmentId, or None when it could never be a valid one."""
+    value = str(request.route_params.get("externalAppointmentId", ""))
+    probe = {"externalAppointmentId": value, "lastModifiedDateTime": "2000-01-01T00:00:00Z"}
+    if isinstance(parse_document(probe | {"status": "cancelled"}), list):
+        return None
+    return value
+
+
 def _load(request: func.HttpRequest, correlation: str) -> StoredAppointment | func.HttpResponse:
     """The stored appointment named by the route, or the 404/503 answer to send instead.
 
     An id that could never be valid is simply not found: nothing about it is echoed back.
     """
-    value = request.route_params.get("externalAppointmentId", "")
-    probe = {"externalAppointmentId": value, "lastModifiedDateTime": "2000-01-01T00:00:00Z"}
-    if isinstance(parse_document(probe | {"status": "cancelled"}), list):
+    value = _route_id(request)
+    if value is None:
         return _not_found(correlation)
     try:
         stored = runtime.store().load(value)
@@ -81,7 +89,7 @@ def _load(request: func.HttpRequest, correlation: str) -> StoredAppointment | fu
         log.error("storage refused a read: %s (correlation %s)", error.error_code, correlation)
         problem = Problem(500, f"Storage refused the request: {error.error_code}.")
         return _respond(Reply.problem(problem), correlation)
-    if stored.desired is None and stored.applied is None:
+    if stored.erased or (stored.desired is None and stored.applied is None):
         return _not_found(correlation)
     return stored
 
@@ -159,6 +167,35 @@ def reconcile_appointment(req: func.HttpRequest) -> func.HttpResponse:
         "lastModifiedDateTime": document.last_modified_date_time,
     }
     return _respond(Reply.json(202, {"accepted": [accepted]}), correlation)
+
+
+@blueprint.function_name("erase_appointment")
+@blueprint.route(
+    route="appointments/{externalAppointmentId}",
+    methods=["DELETE"],
+    auth_level=func.AuthLevel.FUNCTION,
+)
+def erase_appointment(req: func.HttpRequest) -> func.HttpResponse:
+    """Erase an appointment: its meeting deleted quietly, every stored trace of its clients gone.
+
+    The tombstone is written first (from then on GET is 404 and a late delivery of this version
+    or an older one changes nothing), then the reconciler is asked to delete the meeting and
+    scrub the applied row. Both steps are idempotent: a failed call can simply be repeated.
+    """
+    correlation = correlation_id(req)
+    external_id = _route_id(req)
+    if external_id is None:
+        return _not_found(correlation)
+    try:
+        if not runtime.store().erase(external_id, time.time()):
+            return _not_found(correlation)
+        runtime.queue().send(EraseEvent(external_id, correlation).to_message())
+    except (StorageUnavailable, StorageRejected) as error:
+        return _storage_trouble(error, correlation)
+    log.info("erasure requested for %s (correlation %s)", external_id, correlation)
+    return _respond(
+        Reply.json(202, {"accepted": [{"externalAppointmentId": external_id}]}), correlation
+    )
 
 
 @blueprint.function_name("resend_callback")

@@ -26,7 +26,7 @@ from urllib.parse import quote
 from shared.callbacks import callback_type, message_for, owe
 from shared.directory import Directory, unmapped_message
 from shared.documents import AppointmentDocument, version_key
-from shared.events import AppointmentEvent, MalformedMessage
+from shared.events import AppointmentEvent, EraseEvent, MalformedMessage, parse_message
 from shared.graph import (
     CALL_DEADLINE_SECONDS,
     GraphError,
@@ -155,11 +155,18 @@ class Reconciler:
     def handle(self, text: str, dequeue_count: int) -> Result:
         """Process one message; raise RetryLater to have the host redeliver it."""
         try:
-            event = AppointmentEvent.from_message(text)
+            message = parse_message(text)
         except MalformedMessage as error:
             log.error("malformed queue message moved to the poison queue: %s", error)
             self._queue.send_to_poison(text)
             return Result.MALFORMED
+        if isinstance(message, EraseEvent):
+            try:
+                return self._erase(message)
+            except _Busy as busy:
+                self._queue.send(text, visibility_timeout=max(1, math.ceil(busy.seconds)))
+                return Result.DEFERRED
+        event = message
         document = event.document
         external_id = document.external_appointment_id
         # The intake enqueues the document, then stores it; store it again in case that
@@ -253,6 +260,8 @@ class Reconciler:
         """One read-plan-execute-commit pass; None when another writer won a race."""
         external_id = event.document.external_appointment_id
         stored = self._store.load(external_id)
+        if stored.desired is None and stored.erased:
+            return Result.SETTLED  # a late message of an erased version: nothing to bring back
         if stored.desired is None:
             raise RetryLater("desired document not readable yet")
         document = stored.desired.document
@@ -297,6 +306,73 @@ class Reconciler:
             done = settle(state, the_plan, Outcome())
             return Result.APPLIED if self._commit_change(attempt, done, attempt.etag) else None
         return self._apply(attempt, the_plan, now)
+
+    def _erase(self, event: EraseEvent) -> Result:
+        """Delete the live meeting quietly (no SMS, no e-mail) and every client trace.
+
+        The applied row loses its document, warnings and errors in the same write that takes
+        the lease, so client data is gone at once even if Graph is down; the meeting ids stay
+        until the meeting is deleted, so a retry can still delete it.
+        """
+        external_id = event.external_id
+        for _ in range(MAX_ROUNDS):
+            stored = self._store.load(external_id)
+            if not stored.erased:
+                log.info("appointment %s: erase skipped, booked again since", external_id)
+                return Result.SETTLED
+            state = stored.applied
+            if state is None:
+                self._store.forget_callback_progress(external_id)
+                return Result.APPLIED
+            now = self._clock()
+            if state.lease_owner and state.lease_until > now:
+                raise _Busy(min(state.lease_until - now, BUSY_RETRY_SECONDS))
+            scrubbed = _scrubbed(state)
+            if scrubbed.meeting_id is None and not scrubbed.intents:
+                if self._commit(external_id, scrubbed, stored.applied_etag) is None:
+                    continue
+                self._store.forget_callback_progress(external_id)
+                log.info(
+                    "appointment %s erased (correlation %s)", external_id, event.correlation_id
+                )
+                return Result.APPLIED
+            lease_until = now + LEASE_SECONDS
+            leased = replace(scrubbed, lease_owner=uuid.uuid4().hex, lease_until=lease_until)
+            etag = self._commit(external_id, leased, stored.applied_etag)
+            if etag is None:
+                continue
+            the_plan = _erasure_plan(external_id, leased)
+            outcome = Outcome()
+            try:
+                self._execute(the_plan, leased, outcome, lease_until - LEASE_MARGIN_SECONDS)
+            except TransientGraphError as error:
+                kept = replace(
+                    progress(leased, the_plan, outcome), lease_owner=None, lease_until=0.0
+                )
+                self._commit(external_id, kept, etag)
+                raise RetryLater(str(error)) from error
+            except PermanentGraphError as error:
+                if error.code != "meetingNotFound":
+                    # Nothing more this app can do: the client data is gone; the meeting may
+                    # stay in the organizer's calendar. Said once, without client data.
+                    log.warning(
+                        "appointment %s erased, but its meeting could not be deleted: %s",
+                        external_id,
+                        error.code,
+                    )
+            done = replace(
+                leased.without_meeting(),
+                intents=(),
+                generation=max(leased.generation, the_plan.generation),
+                lease_owner=None,
+                lease_until=0.0,
+            )
+            if self._commit(external_id, done, etag) is None:
+                continue
+            self._store.forget_callback_progress(external_id)
+            log.info("appointment %s erased (correlation %s)", external_id, event.correlation_id)
+            return Result.APPLIED
+        raise RetryLater("too many concurrent changes")
 
     def _unmapped(
         self, attempt: _Attempt, document: AppointmentDocument, unmapped: _Unmapped
@@ -604,6 +680,35 @@ def _email(
         outcome.warnings.append(f"{what}: {error.message}")
     except GraphError:
         outcome.warnings.append(f"{what}: Microsoft Graph was unavailable")
+
+
+def _scrubbed(state: AppliedState) -> AppliedState:
+    """What may stay of an erased appointment: Graph's ids, generations, counters; no client
+    data (document, warnings, error messages), no owed callback."""
+    return AppliedState(
+        organizer_id=state.organizer_id,
+        meeting_id=state.meeting_id,
+        join_web_url=state.join_web_url,
+        client_join_web_url=state.client_join_web_url,
+        external_meeting_id=state.external_meeting_id,
+        generation=state.generation,
+        intents=state.intents,
+        finished_versions=state.finished_versions,
+    )
+
+
+def _erasure_plan(external_id: str, state: AppliedState) -> Plan:
+    """Recover and delete every meeting an attempt may have made, then the current one."""
+    stand_in = AppointmentDocument.model_validate(
+        {
+            "externalAppointmentId": external_id,
+            "lastModifiedDateTime": "2000-01-01T00:00:00Z",
+            "status": "cancelled",
+        }
+    )
+    tidy = cleanup(stand_in, state)
+    current: tuple[Operation, ...] = (DeleteMeeting(CURRENT),) if state.meeting_id else ()
+    return replace(tidy, operations=(*tidy.operations, *current))
 
 
 def _with_route(message: str, external_id: str) -> str:

@@ -262,6 +262,8 @@ class Saved:
 
 
 def _entity_to_desired(entity: dict[str, Any]) -> DesiredVersion | None:
+    if entity.get("Erased"):
+        return None  # a tombstone: its versions stay, its document is gone
     parsed = parse_document(json.loads(entity["Document"]))
     if isinstance(parsed, list):
         log.error("stored document failed validation; ignoring it")
@@ -507,6 +509,13 @@ class AppointmentStore:
         current: dict[str, Any] | None,
     ) -> Saved | tuple[AppointmentDocument, dict[str, Any]]:
         """What to write for a delivery given the stored row, or the Saved answer if nothing."""
+        if current is not None and current.get("Erased"):
+            # An erased appointment: a delivery of the erased version or an older one changes
+            # nothing; a newer one is a new booking, built on nothing that was erased.
+            erased_source = current.get("SourceVersion") or current["Version"]
+            if incoming <= erased_source:
+                return Saved(SaveOutcome.STALE, document)
+            current = {"__etag": current["__etag"], "Version": current["Version"]}
         stored_ids: list[str] = json.loads(current.get("DeliveryIds") or "[]") if current else []
         stored_parts = {
             p.key: p
@@ -577,11 +586,66 @@ class AppointmentStore:
         applied = rows.get(APPLIED)
         progress = rows.get(CALLBACK)
         return StoredAppointment(
+            erased=bool(rows.get(DESIRED, {}).get("Erased")),
             desired=desired,
             applied=_entity_to_applied(applied) if applied else None,
             applied_etag=applied["__etag"] if applied else None,
             callback_progress=_entity_to_progress(progress) if progress else None,
         )
+
+    def erase(self, external_id: str, now: float) -> bool:
+        """Replace the desired row with a tombstone; False when nothing is stored for the id.
+
+        The tombstone keeps only versions and delivery ids (no client data), so a late delivery
+        of the erased version or an older one is stale and changes nothing, while a newer one is
+        a new booking. Idempotent: erasing a tombstone again writes the same tombstone.
+        """
+        while True:
+            stored = self.load(external_id)
+            desired_row = self._get(external_id, DESIRED)
+            applied = stored.applied
+            versions = [
+                v
+                for v in (
+                    desired_row["Version"] if desired_row else None,
+                    applied.version if applied else None,
+                    applied.failed_version if applied else None,
+                )
+                if v
+            ]
+            if not versions:
+                return False
+            entity = {
+                "PartitionKey": external_id,
+                "RowKey": DESIRED,
+                "Version": max(versions),
+                "SourceVersion": (desired_row or {}).get("SourceVersion") or max(versions),
+                "DeliveryIds": (desired_row or {}).get("DeliveryIds") or "[]",
+                "Document": "",
+                "Parts": "",
+                "Erased": now,
+            }
+            try:
+                if desired_row is None:
+                    self._call(lambda: self._table.create_entity(entity))  # noqa: B023
+                else:
+                    etag = desired_row["__etag"]
+                    self._call(
+                        lambda: self._table.update_entity(
+                            entity,  # noqa: B023 - called at once, inside this iteration
+                            mode=UpdateMode.REPLACE,
+                            etag=etag,  # noqa: B023
+                            match_condition=MatchConditions.IfNotModified,
+                        )
+                    )
+                return True
+            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                continue
+
+    def forget_callback_progress(self, external_id: str) -> None:
+        """Delete the callback progress row (erasure): it is gone once this returns."""
+        with contextlib.suppress(ResourceNotFoundError):
+            self._call(lambda: self._table.delete_entity(external_id, CALLBACK))
 
     def save_callback_progress(self, external_id: str, progress: Progress) -> None:
         """How delivery of the latest callback went: its own row, never the applied one, so

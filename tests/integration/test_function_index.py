@@ -75,6 +75,7 @@ def test_the_host_finds_every_function_with_its_bindings() -> None:
         "get_appointment",
         "reconcile_appointment",
         "resend_callback",
+        "erase_appointment",
         "health",
         "reconcile_appointment_event",
         "deliver_callback",
@@ -96,6 +97,7 @@ def test_the_host_finds_every_function_with_its_bindings() -> None:
             ["POST"],
             "FUNCTION",
         ),
+        "erase_appointment": ("appointments/{externalAppointmentId}", ["DELETE"], "FUNCTION"),
         "resend_callback": (
             "appointments/{externalAppointmentId}/callback",
             ["POST"],
