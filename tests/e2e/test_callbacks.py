@@ -8,7 +8,10 @@ emulator's `/_emulator/state` under "mail". One booking per route, its cancellat
 
 from __future__ import annotations
 
+import os
+import socket
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,7 +20,11 @@ import icalendar
 import pytest
 
 from devtools import samples
+from devtools.azurite import free_port
+from devtools.graph_emulator import GraphEmulator
+from devtools.run import LocalStack, StackOptions, StartupError, port_in_use
 from shared import signatures
+from shared.outbound import is_valid_secret, new_secret
 from tests.e2e.conftest import (
     DEADLINE_SECONDS,
     RunningStack,
@@ -175,3 +182,106 @@ def test_the_banner_shows_the_receiver_and_where_e_mails_show_up(stack: RunningS
     assert "for appointments, epic, booking, cal, clinic; secret whsec_" in output
     assert f'under "mail" in {stack.graph_origin}/_emulator/state' in output
     assert httpx.get(stack.callback_url.replace("/callbacks", "/nope")).status_code == 404
+
+
+# --- unit level: which sources the run's receiver takes, its port and secrets, the mailbox -----
+
+
+@pytest.fixture
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No app setting of the test process reaches the stack's decisions (they read os.environ)."""
+    for name in list(os.environ):
+        if name.upper().startswith("SOURCES__") or name.upper() == "MAIL_SENDER":
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def emulator() -> Iterator[GraphEmulator]:
+    with GraphEmulator() as running:
+        yield running
+
+
+def configured(
+    values: dict[str, str], options: StackOptions, emulator: GraphEmulator
+) -> LocalStack:
+    """A stack that has made its callback and e-mail decisions, its receiver running."""
+    stack = LocalStack(values, options, emulator=emulator)
+    stack.organizers = emulator.seed_default_users()
+    stack._add_sample_sources()
+    stack._start_callback_receiver()
+    stack._configure_mail()
+    return stack
+
+
+@pytest.mark.usefixtures("clean_environment")
+def test_the_receiver_takes_every_source_without_its_own_callback_url(
+    emulator: GraphEmulator,
+) -> None:
+    mine = new_secret()
+    values = {
+        "SOURCES__Appointments__CallbackUrl": "https://scheduling.example.com/callbacks",
+        "SOURCES__appointments__CALLBACKSECRETS": mine,
+        "SOURCES__epic__KIND": "hl7v2",  # the developer's own epic: not a sample, left alone
+        "MAIL_SENDER": samples.MEGAN,
+    }
+    stack = configured(values, StackOptions(callback_port=0), emulator)
+    try:
+        receiver = stack.callback_receiver
+        assert receiver is not None
+        port = receiver.port
+        assert stack.callback_sources == ["booking", "cal", "clinic"]
+        assert stack.callback_secrets == (mine,)  # the developer's secret, not a generated one
+        assert stack.values["SOURCES__Appointments__CallbackUrl"].startswith("https://")
+        assert stack.values["SOURCES__clinic__CALLBACKURL"] == receiver.url
+        assert stack.values["SOURCES__clinic__CALLBACKSECRETS"] == mine
+        assert not any(key.startswith("SOURCES__epic__C") for key in stack.values)
+        assert stack.values["MAIL_SENDER"] == samples.MEGAN
+        assert stack.mail_sender is None
+        assert stack.values["SOURCES__booking__SENDEMAIL"] == "true"
+        assert "SOURCES__epic__SENDEMAIL" not in stack.values
+    finally:
+        stack.stop()
+    assert stack.callback_receiver is None
+    assert not port_in_use(port)
+
+
+@pytest.mark.usefixtures("clean_environment")
+def test_the_receiver_moves_off_a_busy_port_and_off_the_app_port(
+    emulator: GraphEmulator,
+) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        stack = configured({}, StackOptions(callback_port=busy), emulator)
+        try:
+            assert stack.callback_receiver is not None
+            assert stack.callback_receiver.port != busy
+            assert stack.callback_sources[0] == "appointments"
+            [secret] = stack.callback_secrets
+            assert is_valid_secret(secret)
+            assert stack.mail_sender == samples.ALEX
+            assert stack.values["MAIL_SENDER"] == samples.ALEX
+        finally:
+            stack.stop()
+
+    app_port = free_port()
+    stack = configured({}, StackOptions(port=app_port, callback_port=app_port), emulator)
+    try:
+        assert stack.callback_receiver is not None
+        assert stack.callback_receiver.port != app_port
+    finally:
+        stack.stop()
+
+
+@pytest.mark.usefixtures("clean_environment")
+def test_no_receiver_when_turned_off_and_a_bad_secret_stops_the_start(
+    emulator: GraphEmulator,
+) -> None:
+    stack = configured({}, StackOptions(callback_receiver=False), emulator)
+    assert stack.callback_receiver is None
+    assert not any("CALLBACK" in key.upper() for key in stack.values)
+    assert "Callbacks: no local receiver (--no-callback-receiver)" in stack._callback_lines()
+
+    with pytest.raises(StartupError, match="CALLBACKSECRETS"):
+        configured({"SOURCES__appointments__CALLBACKSECRETS": "x"}, StackOptions(), emulator)
