@@ -718,6 +718,12 @@ def _python_hint() -> str:
     return shlex.quote(str(executable))
 
 
+def _print_callback(record: ReceivedCallback) -> None:
+    """One line per callback, marked so it stands out among the host's log lines."""
+    when, _, rest = describe(record).partition(" ")
+    print(f"{when} CALLBACK {rest}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the stack in the foreground until Ctrl-C or SIGTERM."""
     parser = argparse.ArgumentParser(
@@ -797,9 +803,7 @@ def main(argv: list[str] | None = None) -> int:
             callback_receiver=not args.no_callback_receiver,
             callback_port=args.callback_port,
         )
-        stack = LocalStack(
-            values, options, on_callback=lambda record: print(describe(record), flush=True)
-        )
+        stack = LocalStack(values, options, on_callback=_print_callback)
         stack.start()
     except StartupError as error:
         print(f"make run: {error}", file=sys.stderr, flush=True)
