@@ -18,6 +18,9 @@ From a terminal (prints one line per callback; local development data only):
 
     python -m devtools.callback_receiver --port 7072 --secret whsec_...
 
+`GET` on its path (`/callbacks`) lists what arrived in full, oldest first, as JSON: what a
+black-box test (or `curl`) compares with the app's records while the printed line stays short.
+
 It binds 127.0.0.1 by default and has no authentication of its own: a loopback dev tool.
 """
 
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from types import FrameType, TracebackType
 from typing import Any, Final, cast
+from urllib.parse import urlsplit
 
 from standardwebhooks import Webhook
 
@@ -45,6 +49,7 @@ __all__ = [
     "Answer",
     "CallbackReceiver",
     "ReceivedCallback",
+    "describe",
     "main",
     "redirect",
     "slow",
@@ -123,6 +128,19 @@ class ReceivedCallback:
         data = self.json.get("data") if isinstance(self.json, dict) else None
         return data if isinstance(data, dict) else {}
 
+    def to_json(self) -> dict[str, Any]:
+        """This request for `GET /callbacks`: the body as parsed (or as text), verification."""
+        return {
+            "arrived": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.arrived)),
+            "method": self.method,
+            "path": self.path,
+            "webhookId": self.headers.get("webhook-id"),
+            "verified": self.verified,
+            "verifyError": self.verify_error,
+            "answered": self.answered,
+            "body": self.json if self.json is not None else self.body.decode("utf-8", "replace"),
+        }
+
 
 def _verify(secrets: Sequence[str], body: bytes, headers: dict[str, str]) -> str | None:
     """None when one secret verifies the request, else the last reason."""
@@ -171,6 +189,15 @@ class _Handler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         answer = receiver._record(self.command, self.path, headers, body)
         receiver._carry_out(self, answer)
+
+    def do_GET(self) -> None:
+        """Every callback received so far, as `{"value": [...]}` (not recorded itself)."""
+        receiver = cast(_Server, self.server).receiver
+        if urlsplit(self.path).path != receiver._path:
+            self._plain(404)
+            return
+        listing = {"value": [record.to_json() for record in receiver.received]}
+        self._plain(200, json.dumps(listing).encode("utf-8"))
 
     def _plain(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -394,7 +421,7 @@ class CallbackReceiver:
 # --------------------------------------------------------------------------- CLI
 
 
-def _describe(record: ReceivedCallback) -> str:
+def describe(record: ReceivedCallback) -> str:
     """One line: callback type, appointment id, its status, the answer, verified."""
     data = record.data
     return " ".join(
@@ -459,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         args.status,
         host=args.host,
         port=args.port,
-        on_receive=lambda record: print(_describe(record), flush=True),
+        on_receive=lambda record: print(describe(record), flush=True),
     )
     with receiver:
         receiver.hang(args.hang)

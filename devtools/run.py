@@ -1,9 +1,11 @@
 """`make run`: the whole app on one machine with no Azure tenant.
 
 Starts, in order, Azurite (real local Azure Storage, data in `.azurite/`), the Graph
-emulator (seeded organizers, one without a Teams application access policy) and the function
-app: under Azure Functions Core Tools (`func start`) when `func` is on PATH, otherwise under the
-project's own local host (`devtools.local_host`), which serves the same routes on the same port.
+emulator (seeded organizers, one without a Teams application access policy), a callback receiver
+(`devtools.callback_receiver`, in this process: it verifies the app's signed callbacks and prints
+one line per callback) and the function app: under Azure Functions Core Tools (`func start`)
+when `func` is on PATH, otherwise under the project's own local host (`devtools.local_host`),
+which serves the same routes on the same port.
 Ctrl-C or SIGTERM stops everything it started, so a second `make run` finds its ports free.
 
 The Graph emulator keeps its meetings in memory, so each run starts it empty; storage follows
@@ -44,8 +46,10 @@ from urllib.parse import urlsplit
 
 from devtools import samples
 from devtools.azurite import ACCOUNT, ACCOUNT_KEY, Azurite
+from devtools.callback_receiver import CallbackReceiver, ReceivedCallback, describe
 from devtools.graph_emulator import GraphEmulator, SeededUser
 from devtools.local_host import BANNER, LocalHost, UnsupportedFunction, index, load_function_app
+from shared.outbound import is_valid_secret, new_secret
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 SETTINGS_FILE: Final = ROOT / "local.settings.json"
@@ -55,6 +59,10 @@ AZURITE_DATA: Final = ROOT / ".azurite"
 # copies) and the blob/queue/table extent folders. Clearing removes these and nothing else.
 AZURITE_ENTRIES: Final = ("__azurite_db_*", "__*storage__")
 DEFAULT_PORT: Final = 7071
+# The callback receiver's port (as `python -m devtools.callback_receiver`); busy: any free one.
+DEFAULT_CALLBACK_PORT: Final = 7072
+# The default native source: only its CALLBACK... settings exist (SPEC "Sources").
+DEFAULT_SOURCE: Final = "appointments"
 # Azurite's default blob, queue and table ports (what `UseDevelopmentStorage=true` means).
 DEFAULT_STORAGE_PORTS: Final = (10000, 10001, 10002)
 STORAGE_SETTING: Final = "AzureWebJobsStorage"
@@ -127,6 +135,20 @@ def azurite_ports(connection_string: str) -> tuple[int, int, int] | None:
     return ports[0], ports[1], ports[2]
 
 
+def _setting(values: Mapping[str, str], name: str) -> str:
+    """An app setting by name, case-insensitively: the settings file first, then the
+    environment the app also inherits ("" when neither sets it)."""
+    for source in (values, os.environ):
+        for key, value in source.items():
+            if key.upper() == name.upper() and value.strip():
+                return value.strip()
+    return ""
+
+
+def _switch_on(value: str) -> bool:
+    return value.strip().lower() in ("true", "1", "yes")
+
+
 def _loopback_port(url: str) -> int | None:
     parsed = urlsplit(url)
     return parsed.port if parsed.hostname in LOOPBACK and parsed.scheme == "http" else None
@@ -174,6 +196,10 @@ class StackOptions:
     azurite_location: Path = AZURITE_DATA
     keep_data: bool = False  # keep Azurite's data even when the (empty) emulator starts
     fresh_app: bool = False  # tests: index a private copy of function_app (see local_host)
+    # The local callback receiver for the default source and the sample sources that have no
+    # CALLBACKURL of their own; on `callback_port`, else (busy, or the app's port) any free one.
+    callback_receiver: bool = True
+    callback_port: int = DEFAULT_CALLBACK_PORT
 
 
 class LocalStack:
@@ -181,7 +207,8 @@ class LocalStack:
 
     Pass a running `azurite` or `emulator` to reuse it (an embedding test or tool); the
     stack then leaves it running on `stop()`. Otherwise it starts its own on the ports the
-    settings name, so the app's settings and the processes always agree.
+    settings name, so the app's settings and the processes always agree. `on_callback` sees
+    each request the callback receiver gets (default: one log line).
     """
 
     def __init__(
@@ -191,6 +218,7 @@ class LocalStack:
         *,
         azurite: Azurite | None = None,
         emulator: GraphEmulator | None = None,
+        on_callback: Callable[[ReceivedCallback], None] | None = None,
     ) -> None:
         self.options = options or StackOptions()
         self.values = dict(values)
@@ -202,6 +230,13 @@ class LocalStack:
         self.directory: list[tuple[str, str, str]] = []
         self.directory_error: str | None = None
         self.storage_cleared = False
+        # The receiver this run started, its secrets, and the sources whose callbacks it gets.
+        self.callback_receiver: CallbackReceiver | None = None
+        self.callback_secrets: tuple[str, ...] = ()
+        self.callback_sources: list[str] = []
+        self._on_callback = on_callback or (lambda record: log.info("%s", describe(record)))
+        # MAIL_SENDER when this run chose it (a seeded emulator mailbox), else None.
+        self.mail_sender: str | None = None
         self.host_kind: Literal["func", "local"] | None = None
         self._owned: list[str] = []
         self._local_host: LocalHost | None = None
@@ -216,6 +251,8 @@ class LocalStack:
             self._start_storage()
             self._start_emulator()
             self._add_sample_sources()
+            self._start_callback_receiver()
+            self._configure_mail()
             self._apply_environment()
             self._start_host()
         except BaseException:
@@ -302,6 +339,75 @@ class LocalStack:
             if source.name not in present:
                 self.values.update(source.settings())
                 self.sample_sources.append(source)
+
+    def _start_callback_receiver(self) -> None:
+        """Point the default source's and the sample sources' callbacks at a local receiver.
+
+        Only the sources without a CALLBACKURL of their own (the settings file or the
+        environment): a developer's own receiver wins. The receiver verifies with the default
+        source's CALLBACKSECRETS when they are set (so a receiver elsewhere can keep them), else
+        with a secret generated for this run.
+        """
+        if not self.options.callback_receiver:
+            return
+        prefix = f"SOURCES__{DEFAULT_SOURCE}__"
+        targets = [source.name for source in self.sample_sources]
+        if not _setting(self.values, prefix + "CALLBACKURL"):
+            targets.insert(0, DEFAULT_SOURCE)
+        if not targets:
+            return
+        configured = [
+            s.strip() for s in _setting(self.values, prefix + "CALLBACKSECRETS").split(",")
+        ]
+        secrets = [s for s in configured if s]
+        invalid = [s for s in secrets if not is_valid_secret(s)]
+        if invalid:
+            raise StartupError(
+                f"{prefix}CALLBACKSECRETS must be comma-separated whsec_ secrets (generate one: "
+                "python -c 'from shared.outbound import new_secret; print(new_secret())')"
+            )
+        self.callback_secrets = tuple(secrets or [new_secret()])
+        preferred = self.options.callback_port
+        if preferred == self.options.port:
+            preferred = 0  # the app's own port (e.g. --port 7072): the app keeps it
+        receiver = self._callback_receiver_on(preferred)
+        self.callback_receiver = receiver
+        self._owned.append("callbacks")
+        for name in targets:
+            self.values[f"SOURCES__{name}__CALLBACKURL"] = receiver.url
+            self.values[f"SOURCES__{name}__CALLBACKSECRETS"] = ",".join(self.callback_secrets)
+        self.callback_sources = targets
+
+    def _callback_receiver_on(self, port: int) -> CallbackReceiver:
+        """A started receiver on `port`, or on any free port when that one is taken."""
+        try:
+            return self._new_callback_receiver(port).start()
+        except OSError:
+            if port == 0:
+                raise
+        log.info("port %d is in use: the callback receiver listens on a free port", port)
+        return self._new_callback_receiver(0).start()
+
+    def _new_callback_receiver(self, port: int) -> CallbackReceiver:
+        return CallbackReceiver(self.callback_secrets, port=port, on_receive=self._on_callback)
+
+    def _configure_mail(self) -> None:
+        """E-mail locally: the emulator's mailbox of the first seeded organizer sends it.
+
+        Only against the emulator this run talks to (a real tenant's mail would reach real
+        people); MAIL_SENDER from the settings wins. The sample sources then send e-mail (and
+        the SMS reminder, where the source sends SMS at all).
+        """
+        if self.emulator is None or not self.organizers:
+            return
+        if not _setting(self.values, "MAIL_SENDER"):
+            self.mail_sender = self.organizers[0].user_principal_name
+            self.values["MAIL_SENDER"] = self.mail_sender
+        for source in self.sample_sources:
+            prefix = f"SOURCES__{source.name}__"
+            self.values[prefix + "SENDEMAIL"] = "true"
+            if _switch_on(self.values.get(prefix + "SENDSMS", "")):
+                self.values[prefix + "SENDSMSREMINDER"] = "true"
 
     def load_directory(
         self, timeout: float = 30.0, stopping: Callable[[], bool] = lambda: False
@@ -465,6 +571,7 @@ class LocalStack:
             graph = self.values.get("GRAPH_BASE_URL") or "https://graph.microsoft.com/v1.0"
             credential = self.values.get("GRAPH_CREDENTIAL") or "managedidentity"
             lines.append(f"Graph:     {graph}  (no emulator; GRAPH_CREDENTIAL={credential})")
+        lines += self._callback_lines()
         lines += self._source_lines()
         url = "" if self.port == DEFAULT_PORT else f" --url {self.base_url}"
         cli = f"{python} -m devtools.cli"
@@ -494,6 +601,32 @@ class LocalStack:
             )
         lines += ["", "Press Ctrl-C to stop everything."]
         return "\n".join(lines)
+
+    def _callback_lines(self) -> list[str]:
+        """Where the callbacks go and where the e-mails show up."""
+        lines: list[str] = []
+        receiver = self.callback_receiver
+        if receiver is not None:
+            lines += [
+                f"Callbacks: receiver {receiver.url}  (everything received: GET that URL)",
+                f"           for {', '.join(self.callback_sources)}; "
+                f"secret {','.join(self.callback_secrets)}",
+                "           each callback prints one line here: time, type, id, status, "
+                "answer, verified",
+            ]
+        elif not self.options.callback_receiver:
+            lines.append("Callbacks: no local receiver (--no-callback-receiver)")
+        sender = _setting(self.values, "MAIL_SENDER")
+        if sender and self.emulator is not None:
+            lines.append(
+                f'E-mail:    from {sender}; sent messages (and invite.ics) under "mail" in '
+                f"{self.emulator.origin}/_emulator/state"
+            )
+        elif sender:
+            lines.append(f"E-mail:    from {sender} (MAIL_SENDER)")
+        else:
+            lines.append("E-mail:    off (no MAIL_SENDER)")
+        return lines
 
     def _source_lines(self) -> list[str]:
         """Where each sender posts and what it signs with; the directory this run loaded."""
@@ -529,6 +662,9 @@ class LocalStack:
         process, self._func = self._func, None
         if process is not None:
             _stop_process_group(process)
+        receiver, self.callback_receiver = self.callback_receiver, None
+        if "callbacks" in self._owned and receiver is not None:
+            receiver.stop()
         if "emulator" in self._owned and self.emulator is not None:
             self.emulator.stop()
         if "azurite" in self._owned and self.azurite is not None:
@@ -582,6 +718,12 @@ def _python_hint() -> str:
     return shlex.quote(str(executable))
 
 
+def _print_callback(record: ReceivedCallback) -> None:
+    """One line per callback, marked so it stands out among the host's log lines."""
+    when, _, rest = describe(record).partition(" ")
+    print(f"{when} CALLBACK {rest}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the stack in the foreground until Ctrl-C or SIGTERM."""
     parser = argparse.ArgumentParser(
@@ -605,6 +747,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--azurite-location", type=Path, default=AZURITE_DATA, help="Azurite data folder"
+    )
+    parser.add_argument(
+        "--callback-port",
+        type=int,
+        default=DEFAULT_CALLBACK_PORT,
+        help=f"callback receiver port ({DEFAULT_CALLBACK_PORT}; busy or 0: any free port)",
+    )
+    parser.add_argument(
+        "--no-callback-receiver",
+        action="store_true",
+        help="start no callback receiver (sources without a CALLBACKURL then send no callbacks)",
     )
     parser.add_argument(
         "--keep-data",
@@ -647,8 +800,10 @@ def main(argv: list[str] | None = None) -> int:
             use_emulator=not args.no_emulator,
             azurite_location=args.azurite_location,
             keep_data=args.keep_data,
+            callback_receiver=not args.no_callback_receiver,
+            callback_port=args.callback_port,
         )
-        stack = LocalStack(values, options)
+        stack = LocalStack(values, options, on_callback=_print_callback)
         stack.start()
     except StartupError as error:
         print(f"make run: {error}", file=sys.stderr, flush=True)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -44,6 +45,8 @@ APP_SETTINGS = (
     "IDENTITY_ENDPOINT",
     "IDENTITY_HEADER",
     "GRAPH_CREDENTIAL",
+    "MAIL_SENDER",
+    "CALLBACK_RETRY_SCHEDULE",
 )
 
 
@@ -59,6 +62,14 @@ class RunningStack:
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
+
+    @property
+    def callback_url(self) -> str:
+        """The run's own callback receiver, as its banner names it (GET lists what arrived)."""
+        found = re.search(r"^Callbacks: receiver (\S+)", self.output(), re.MULTILINE)
+        if found is None:
+            pytest.fail(f"the banner names no callback receiver:\n{self.output()}")
+        return found.group(1)
 
 
 def write_settings(folder: Path, storage_ports: tuple[int, int, int], graph_port: int) -> Path:
@@ -80,10 +91,14 @@ def write_settings(folder: Path, storage_ports: tuple[int, int, int], graph_port
 def start_stack(folder: Path) -> RunningStack:
     """Start `devtools.run` on free ports and wait until the app and the emulator answer."""
     storage_ports = (free_port(), free_port(), free_port())
-    graph_port, app_port = free_port(), free_port()
+    graph_port, app_port, callback_port = free_port(), free_port(), free_port()
     settings = write_settings(folder, storage_ports, graph_port)
     # The test process's own app settings must not leak into the child.
-    environment = {k: v for k, v in os.environ.items() if k not in APP_SETTINGS}
+    environment = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in APP_SETTINGS and not k.upper().startswith("SOURCES__")
+    }
     log = folder / "run.log"
     with log.open("wb") as sink:
         process = subprocess.Popen(
@@ -98,6 +113,9 @@ def start_stack(folder: Path) -> RunningStack:
                 "--azurite-location",
                 str(folder / "azurite"),
                 "--local-host",
+                # Not 7072: a developer's own `make run` may hold it while the tests run.
+                "--callback-port",
+                str(callback_port),
             ],
             cwd=ROOT,
             env=environment,
