@@ -46,6 +46,7 @@ from shared.http_api import (
     receive_appointments,
     receive_source,
     reconcile_appointment,
+    resend_callback,
     save_organizers,
 )
 from shared.queue_functions import reconcile_appointment_event
@@ -99,6 +100,13 @@ def _route(method: str, parts: list[str]) -> tuple[Handler, dict[str, str]] | No
         and rest[2] == "reconcile"
     ):
         return reconcile_appointment, {"externalAppointmentId": rest[1]}
+    if (
+        method == "POST"
+        and len(rest) == 3
+        and rest[:1] == ["appointments"]
+        and rest[2] == "callback"
+    ):
+        return resend_callback, {"externalAppointmentId": rest[1]}
     return None
 
 
