@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only intake,reconcile,directory,...] [--results DIR]`.
+"""`python -m bench [--quick] [--only intake,reconcile,directory,callbacks,...] [--results DIR]`.
 
 Each benchmark prints a table and writes `bench/results/<name>.json`. `--quick` uses tiny sizes
 (the smoke test runs it); the full run takes a few minutes on two cores.
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import coldstart, directory, intake, memory, reconcile, throughput
+from bench import callbacks, coldstart, directory, intake, memory, reconcile, throughput
 from bench.common import RESULTS, Stack, machine, stack, write_result
 
 Runner = Callable[..., dict[str, Any]]
@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, tuple[Runner, Reporter]] = {
     "reconcile": (reconcile.run, reconcile.report),
     "directory": (directory.run, directory.report),
     "throughput": (throughput.run, throughput.report),
+    "callbacks": (callbacks.run, callbacks.report),
     "coldstart": (coldstart.run, coldstart.report),
     "memory": (memory.run, memory.report),
 }

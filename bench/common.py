@@ -41,6 +41,13 @@ def clear_app_caches() -> None:
     runtime.graph_gateway.cache_clear()
     runtime.reconciler.cache_clear()
     runtime.directory.cache_clear()
+    # The callback client owns an event-loop thread and a connection pool: close it, not just
+    # forget it, so that a benchmark that switches callbacks on and off leaks neither.
+    if runtime.callback_client.cache_info().currsize:
+        runtime.callback_client().close()
+    runtime.callback_client.cache_clear()
+    runtime.callback_queue.cache_clear()
+    runtime.callback_delivery.cache_clear()
 
 
 @dataclass
@@ -80,14 +87,20 @@ def stack(latency: float = 0.0) -> Iterator[Stack]:
 
 
 def ensure_storage(connection_string: str) -> None:
-    """Create the app's queue, poison queue and table (first use would, once, in the path)."""
+    """Create the app's queues (events, callbacks, their poison queues) and table, or empty them."""
     from azure.core.exceptions import ResourceExistsError
     from azure.data.tables import TableServiceClient
     from azure.storage.queue import QueueClient
 
-    from shared.settings import POISON_QUEUE_NAME, QUEUE_NAME, TABLE_NAME
+    from shared.settings import (
+        CALLBACK_POISON_QUEUE_NAME,
+        CALLBACK_QUEUE_NAME,
+        POISON_QUEUE_NAME,
+        QUEUE_NAME,
+        TABLE_NAME,
+    )
 
-    for name in (QUEUE_NAME, POISON_QUEUE_NAME):
+    for name in (QUEUE_NAME, POISON_QUEUE_NAME, CALLBACK_QUEUE_NAME, CALLBACK_POISON_QUEUE_NAME):
         queue = QueueClient.from_connection_string(connection_string, name)
         try:
             queue.create_queue()
