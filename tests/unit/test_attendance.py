@@ -495,3 +495,38 @@ def test_outcome_depends_only_on_who_joined(
     assert merged.clients == result.clients
     assert merged.organizer_seconds == result.organizer_seconds
     assert Attendance.from_json(result.to_json()) == result
+
+
+# --------------------------------------------------------------------------- Graph's refusals
+
+
+def _refused(status: int, operation: str, code: str, message: str) -> Any:
+    """classify() on the SDK's own ODataError, as msgraph-sdk raises it for a Graph error."""
+    from msgraph.generated.models.o_data_errors.main_error import MainError
+    from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+    from shared.graph import classify
+
+    error = ODataError(error=MainError(code=code, message=message))
+    error.response_status_code = status
+    error.response_headers = {}
+    return classify(operation, error)
+
+
+@pytest.mark.parametrize("operation", ["attendanceReports", "attendanceRecords"])
+def test_attendance_refusals_say_what_to_fix(operation: str) -> None:
+    from shared.graph import PermanentGraphError, TransientGraphError
+
+    policy = _refused(
+        403, operation, "Forbidden", "No Application Access Policy found for this app."
+    )
+    assert isinstance(policy, PermanentGraphError)
+    assert policy.code == "accessPolicyMissing"
+    role = _refused(403, operation, "Forbidden", "Missing application permission")
+    assert (role.code, "OnlineMeetingArtifact.Read.All" in role.message) == ("appRoleMissing", True)
+    bare = _refused(403, operation, "Forbidden", "Forbidden")
+    assert "OnlineMeetingArtifact.Read.All" in bare.message
+    assert "Teams application access policy" in bare.message
+    gone = _refused(404, operation, "NotFound", "The online meeting was not found.")
+    assert (gone.code, gone.status) == ("meetingNotFound", 404)
+    assert isinstance(_refused(429, operation, "TooManyRequests", "slow down"), TransientGraphError)
