@@ -18,6 +18,11 @@ SMS needs a live meeting, unknown body properties are a 400, datetimes need an e
 error codes (``ErrorAccessDenied``, ``ErrorInvalidUser``, ``ErrorInvalidRecipients``,
 ``ErrorInvalidRequest``) and keeps each accepted message, attachments decoded.
 
+Attendance reports come from scripted sessions (:meth:`GraphEmulator.run_session`): each call is
+one session that ended, so one report, as Graph makes one per session; a meeting nobody started
+has none. The list answers at most the 50 newest, newest first, with ``attendanceRecords`` empty;
+the records route pages at :attr:`GraphEmulator.records_page_size` with ``@odata.nextLink``.
+
 It also lets tests make Graph misbehave deterministically: queued faults per operation
 (:meth:`GraphEmulator.inject_fault`), seeded random faults (:meth:`GraphEmulator.set_fault_rate`),
 latency, missing app roles and organizers without a Teams application access policy.
@@ -48,20 +53,22 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from types import FrameType, TracebackType
-from typing import Any, Final, cast
-from urllib.parse import parse_qs, unquote, urlsplit
+from typing import Any, Final, Literal, cast
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from devtools.http_server import ClosingHTTPServer
 
 __all__ = [
     "DEFAULT_GRANTED_ROLES",
     "OPERATIONS",
+    "AttendanceSession",
     "CallRecord",
     "GraphEmulator",
     "MailAttachment",
     "MailRecord",
     "Meeting",
     "SeededUser",
+    "SessionParticipant",
     "SmsRecord",
     "main",
 ]
@@ -79,6 +86,8 @@ OPERATIONS: Final[frozenset[str]] = frozenset(
         "sendSms",
         "sendReminderSms",
         "sendMail",
+        "attendanceReports",
+        "attendanceRecords",
     }
 )
 
@@ -90,6 +99,7 @@ DEFAULT_GRANTED_ROLES: Final[frozenset[str]] = frozenset(
         "VirtualAppointmentNotification.Send",
         "User.ReadBasic.All",
         "Mail.Send",
+        "OnlineMeetingArtifact.Read.All",
     }
 )
 
@@ -111,6 +121,9 @@ _REQUIRED_ROLES: Final[dict[str, tuple[str, ...]]] = {
     "sendSms": ("VirtualAppointmentNotification.Send",),
     "sendReminderSms": ("VirtualAppointmentNotification.Send",),
     "sendMail": ("Mail.Send",),
+    # Attendance reports are online meeting artifacts; no wider role covers them.
+    "attendanceReports": ("OnlineMeetingArtifact.Read.All",),
+    "attendanceRecords": ("OnlineMeetingArtifact.Read.All",),
 }
 
 _API_VERSION: Final = "2019-08-01"
@@ -127,7 +140,13 @@ _LEGACY_POLICY_ACTIONS: Final[dict[str, str]] = {
     "getMeeting": "Get meeting",
     "updateMeeting": "Update meeting",
     "deleteMeeting": "Delete meeting",
+    "attendanceReports": "Get meeting attendance reports",
+    "attendanceRecords": "Get meeting attendance records",
 }
+#: Graph lists at most this many attendance reports, the newest ("List meetingAttendanceReports").
+MAX_ATTENDANCE_REPORTS: Final = 50
+_DEFAULT_RECORDS_PAGE_SIZE: Final = 3  # small, so every multi-person session pages
+_ATTENDANCE_ROLES: Final = frozenset({"None", "Attendee", "Presenter", "Organizer"})
 
 _CREATE_OR_GET_PARAMS: Final = frozenset(
     {"externalId", "startDateTime", "endDateTime", "subject", "participants", "chatInfo"}
@@ -416,6 +435,84 @@ class MailRecord:
         return self.to_addresses[0]
 
 
+Interval = tuple[datetime, datetime | None]
+
+
+@dataclass(frozen=True)
+class SessionParticipant:
+    """One person in a scripted session (:meth:`GraphEmulator.run_session`).
+
+    ``intervals`` are (join, leave) pairs, timezone-aware; a leave of ``None`` is Graph's "data
+    lacking" (the interval then lasts 0 seconds). ``role`` is what the record says (the organizer
+    can be listed as an Attendee). ``opted_out`` people count in ``totalParticipantCount`` but get
+    no record, as a tenant's attendance-report opt-out does. Build them with the class methods.
+    """
+
+    kind: Literal["organizer", "attendee", "anonymous"]
+    intervals: tuple[Interval, ...]
+    display_name: str | None = None
+    email: str | None = None
+    identity_id: str | None = None
+    tenant_id: str | None = None
+    role: str = "Attendee"
+    opted_out: bool = False
+
+    @classmethod
+    def organizer(
+        cls, *intervals: Interval, role: str = "Organizer", opted_out: bool = False
+    ) -> SessionParticipant:
+        """The meeting's organizer: id, name, UPN and tenant come from the seeded user."""
+        return cls("organizer", intervals, role=role, opted_out=opted_out)
+
+    @classmethod
+    def attendee(
+        cls,
+        display_name: str,
+        email: str,
+        *intervals: Interval,
+        identity_id: str | None = None,
+        tenant_id: str | None = None,
+        role: str = "Attendee",
+        opted_out: bool = False,
+    ) -> SessionParticipant:
+        """Someone with an account; without ``identity_id`` one derived from the e-mail, so
+        the same person keeps one id across sessions."""
+        if identity_id is None:
+            identity_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "mailto:" + email.lower()))
+        return cls(
+            "attendee", intervals, display_name, email, identity_id, tenant_id, role, opted_out
+        )
+
+    @classmethod
+    def anonymous(
+        cls,
+        display_name: str,
+        *intervals: Interval,
+        role: str = "Attendee",
+        opted_out: bool = False,
+    ) -> SessionParticipant:
+        """A browser joiner without an account: the name typed in, no e-mail, id or tenant
+        (GRAPH.md's likely shape; unconfirmed)."""
+        return cls("anonymous", intervals, display_name, role=role, opted_out=opted_out)
+
+
+@dataclass(frozen=True)
+class AttendanceSession:
+    """One ended session and its attendance report as Graph serves it.
+
+    ``records`` are Graph's attendanceRecord objects, ready to serve.
+    """
+
+    id: str
+    meeting_id: str
+    user_id: str
+    start: datetime
+    end: datetime
+    total_participant_count: int
+    records: list[dict[str, Any]]
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+
 def _mail_json(record: MailRecord) -> dict[str, Any]:
     """A MailRecord for ``/_emulator/state``: attachment bytes as base64, plus their text when
     they are UTF-8 (an invite.ics is), so the sandbox state stays readable."""
@@ -497,6 +594,7 @@ class _RequestContext:
     prefer_unknown_enums: bool
     resolved_user: SeededUser | None = None
     query: dict[str, list[str]] = field(default_factory=dict)
+    report_id: str | None = None
 
 
 def _utcnow() -> datetime:
@@ -702,6 +800,8 @@ class GraphEmulator:
         #: The mailboxes (ids or UPNs) Exchange lets Mail.Send reach, as RBAC for Applications or
         #: an application access policy scopes it; ``None``: every mailbox (Mail.Send unscoped).
         self.mail_scope: set[str] | None = None
+        #: Attendance records per page; a session with more people pages with @odata.nextLink.
+        self.records_page_size: int = _DEFAULT_RECORDS_PAGE_SIZE
 
         self._lock = threading.Lock()
         self._server: _Server | None = None
@@ -972,18 +1072,130 @@ class GraphEmulator:
         with self._lock:
             return copy.deepcopy(self._mail)
 
+    def attendance_reports(self, meeting_id: str | None = None) -> list[AttendanceSession]:
+        """Every scripted session's report (of one meeting, or all), oldest first."""
+        with self._lock:
+            return [
+                copy.deepcopy(r)
+                for r in self._reports
+                if meeting_id is None or r.meeting_id == meeting_id
+            ]
+
+    def run_session(
+        self,
+        meeting_id: str,
+        participants: Iterable[SessionParticipant],
+        *,
+        start: datetime | None = None,
+        end: datetime | None = None,
+    ) -> str:
+        """Script one session of a meeting that has ended; return its report's id.
+
+        Each call is one session, so one report (Graph makes one per session); call it again for
+        a meeting that was joined, left empty and joined again. A meeting nobody joined never
+        started, and Graph makes no report for it: so at least one participant is required
+        (don't call this at all for "nobody joined"). ``start`` and ``end`` default to the
+        earliest join and the latest leave (or join). Works on deleted meetings too, though
+        Graph's routes then answer 404.
+        """
+        people = list(participants)
+        if not people:
+            raise ValueError("a session needs a participant: a meeting nobody joined has no report")
+        moments: list[datetime] = []
+        for person in people:
+            if not isinstance(person, SessionParticipant):
+                raise TypeError("participants must be SessionParticipant values")
+            if person.role not in _ATTENDANCE_ROLES:
+                raise ValueError(f"role must be one of {sorted(_ATTENDANCE_ROLES)}")
+            if not person.intervals:
+                raise ValueError("every participant needs at least one (join, leave) interval")
+            for join, leave in person.intervals:
+                for moment in (join, leave):
+                    if moment is not None and moment.utcoffset() is None:
+                        raise ValueError("interval times must be timezone-aware")
+                if leave is not None and leave < join:
+                    raise ValueError("an interval cannot leave before it joins")
+                moments.extend(m for m in (join, leave) if m is not None)
+        if start is not None and start.utcoffset() is None:
+            raise ValueError("start must be timezone-aware")
+        if end is not None and end.utcoffset() is None:
+            raise ValueError("end must be timezone-aware")
+        begin = (start or min(moments)).astimezone(UTC)
+        finish = (end or max(moments)).astimezone(UTC)
+        if finish < begin:
+            raise ValueError("end must not be before start")
+        with self._lock:
+            meeting = self._meetings.get(meeting_id)
+            if meeting is None:
+                raise ValueError(f"unknown meeting {meeting_id!r}")
+            organizer = self._users.get(meeting.user_id.lower())
+            records = [
+                self._attendance_record(person, meeting, organizer)
+                for person in people
+                if not person.opted_out
+            ]
+            session = AttendanceSession(
+                id=str(uuid.uuid4()),
+                meeting_id=meeting.id,
+                user_id=meeting.user_id,
+                start=begin,
+                end=finish,
+                total_participant_count=len(people),
+                records=records,
+            )
+            self._reports.append(session)
+            return session.id
+
+    def _attendance_record(
+        self, person: SessionParticipant, meeting: Meeting, organizer: SeededUser | None
+    ) -> dict[str, Any]:
+        """Graph's attendanceRecord for one scripted person (caller holds the lock)."""
+        if person.kind == "organizer":
+            identity_id: str | None = meeting.user_id
+            name = organizer.display_name if organizer else None
+            email = organizer.user_principal_name if organizer else None
+            tenant: str | None = self.tenant_id
+        else:
+            identity_id, name, email = person.identity_id, person.display_name, person.email
+            tenant = person.tenant_id
+        intervals = []
+        for join, leave in sorted(person.intervals, key=lambda pair: pair[0]):
+            seconds = 0 if leave is None else int((leave - join).total_seconds())
+            intervals.append(
+                {
+                    "joinDateTime": _iso(join),
+                    "leaveDateTime": None if leave is None else _iso(leave),
+                    "durationInSeconds": seconds,
+                }
+            )
+        return {
+            "id": str(uuid.uuid4()),
+            "emailAddress": email,
+            "totalAttendanceInSeconds": sum(i["durationInSeconds"] for i in intervals),
+            "role": person.role,
+            "registrationId": None,
+            "identity": {
+                "@odata.type": "#microsoft.graph.communicationsUserIdentity",
+                "id": identity_id,
+                "displayName": name,
+                "tenantId": tenant,
+            },
+            "attendanceIntervals": intervals,
+            "externalRegistrationInformation": None,
+        }
+
     def token_requests(self) -> int:
         """How many requests reached the token endpoint (azure-identity caches, so few)."""
         with self._lock:
             return self._token_requests
 
     def reset(self) -> None:
-        """Forget meetings, calls, faults, SMS, mail and the token count.
+        """Forget meetings, attendance reports, calls, faults, SMS, mail and the token count.
 
         Also restores the constructor's latency, roles and default lobby scope, the audience
-        check and an unscoped Mail.Send. Users and issued tokens stay, so an app holding a
-        cached token keeps working across test cases (use :meth:`revoke_tokens` to provoke
-        401s).
+        check, an unscoped Mail.Send and the records page size. Users and issued tokens stay,
+        so an app holding a cached token keeps working across test cases (use
+        :meth:`revoke_tokens` to provoke 401s).
         """
         with self._lock:
             self._reset_state(keep_tokens=True)
@@ -993,6 +1205,7 @@ class GraphEmulator:
             self.check_audience = True
             self.legacy_policy_error = False
             self.mail_scope = None
+            self.records_page_size = _DEFAULT_RECORDS_PAGE_SIZE
 
     def state(self) -> dict[str, Any]:
         """Everything, JSON-ready (what ``GET /_emulator/state`` returns)."""
@@ -1007,6 +1220,7 @@ class GraphEmulator:
                 "calls": [asdict(c) for c in self._calls],
                 "sms": [asdict(s) for s in self._sms],
                 "mail": [_mail_json(m) for m in self._mail],
+                "attendance_reports": [asdict(r) for r in self._reports],
                 "token_requests": self._token_requests,
                 "pending_faults": [asdict(f) for f in self._faults],
                 "fault_rate": self._fault_rate,
@@ -1020,6 +1234,7 @@ class GraphEmulator:
             "default_lobby_scope": self.default_lobby_scope,
             "legacy_policy_error": self.legacy_policy_error,
             "mail_scope": None if self.mail_scope is None else sorted(self.mail_scope),
+            "records_page_size": self.records_page_size,
         }
 
     def _reset_state(self, *, keep_tokens: bool = False) -> None:
@@ -1029,6 +1244,7 @@ class GraphEmulator:
         self._calls: list[CallRecord] = []
         self._sms: list[SmsRecord] = []
         self._mail: list[MailRecord] = []
+        self._reports: list[AttendanceSession] = []
         self._faults: list[_Fault] = []
         self._fault_rate = 0.0
         self._fault_rng = random.Random(0)  # noqa: S311 - reproducible chaos, not crypto
@@ -1152,6 +1368,15 @@ class GraphEmulator:
             if action == "sendVirtualAppointmentReminderSms":
                 op = "sendReminderSms" if method == "POST" else None
                 return op, user_key, meeting_id, True
+            if action == "attendanceReports":
+                return (
+                    ("attendanceReports" if method == "GET" else None),
+                    user_key,
+                    meeting_id,
+                    True,
+                )
+        if n == 7 and segments[4] == "attendanceReports" and segments[6] == "attendanceRecords":
+            return ("attendanceRecords" if method == "GET" else None), user_key, meeting_id, True
         return None, user_key, meeting_id, False
 
     def _graph(
@@ -1207,6 +1432,7 @@ class GraphEmulator:
                 body=body,
                 prefer_unknown_enums="include-unknown-enum-members" in prefer,
                 query=query,
+                report_id=segments[5] if operation == "attendanceRecords" else None,
             )
             if ctx.prefer_unknown_enums:
                 extra_headers["Preference-Applied"] = "include-unknown-enum-members"
@@ -1245,6 +1471,8 @@ class GraphEmulator:
             "sendSms": self._op_send_sms,
             "sendReminderSms": self._op_send_reminder_sms,
             "sendMail": self._op_send_mail,
+            "attendanceReports": self._op_attendance_reports,
+            "attendanceRecords": self._op_attendance_records,
         }
 
     @staticmethod
@@ -1754,6 +1982,72 @@ class GraphEmulator:
         )
         return _Response(202)
 
+    def _meeting_path(self, ctx: _RequestContext) -> str:
+        user = quote(ctx.user_key, safe="")
+        return f"/users/{user}/onlineMeetings/{quote(ctx.meeting_id or '', safe='')}"
+
+    def _op_attendance_reports(self, ctx: _RequestContext) -> _Response:
+        """GET .../attendanceReports: the 50 newest, newest first, records left empty."""
+        user = self._meeting_user(ctx)
+        meeting = self._live_meeting(ctx, user)
+        sessions = [r for r in self._reports if r.meeting_id == meeting.id]
+        sessions.sort(key=lambda r: (r.end, r.created), reverse=True)
+        payload = {
+            "@odata.context": (
+                f"{self.graph_base_url}/$metadata#users('{user.id}')/onlineMeetings"
+                f"('{meeting.id}')/attendanceReports"
+            ),
+            "value": [
+                {
+                    "id": r.id,
+                    "totalParticipantCount": r.total_participant_count,
+                    "meetingStartDateTime": _iso(r.start),
+                    "meetingEndDateTime": _iso(r.end),
+                    "attendanceRecords": [],
+                }
+                for r in sessions[:MAX_ATTENDANCE_REPORTS]
+            ],
+        }
+        return _Response(200, _json_bytes(payload), {"Content-Type": _GRAPH_JSON})
+
+    def _op_attendance_records(self, ctx: _RequestContext) -> _Response:
+        """GET .../attendanceReports/{id}/attendanceRecords, paged with $skiptoken."""
+        user = self._meeting_user(ctx)
+        meeting = self._live_meeting(ctx, user)
+        session = next(
+            (r for r in self._reports if r.id == ctx.report_id and r.meeting_id == meeting.id),
+            None,
+        )
+        if session is None:
+            raise _GraphError(
+                404, "NotFound", f"The attendance report '{ctx.report_id}' was not found."
+            )
+        token = (ctx.query.get("$skiptoken") or [""])[0]
+        offset = 0
+        if token:
+            try:
+                offset = int(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode())
+            except ValueError:
+                offset = -1
+            if offset < 0 or offset > len(session.records):
+                raise _GraphError(400, "BadRequest", "The $skiptoken is not valid.")
+        size = max(1, self.records_page_size)
+        page = session.records[offset : offset + size]
+        path = f"{self._meeting_path(ctx)}/attendanceReports/{quote(session.id, safe='')}"
+        payload: dict[str, Any] = {
+            "@odata.context": (
+                f"{self.graph_base_url}/$metadata#users('{user.id}')/onlineMeetings"
+                f"('{meeting.id}')/attendanceReports('{session.id}')/attendanceRecords"
+            ),
+            "value": copy.deepcopy(page),
+        }
+        if offset + size < len(session.records):
+            following = base64.urlsafe_b64encode(str(offset + size).encode()).decode().rstrip("=")
+            payload["@odata.nextLink"] = (
+                f"{self.graph_base_url}{path}/attendanceRecords?$skiptoken={following}"
+            )
+        return _Response(200, _json_bytes(payload), {"Content-Type": _GRAPH_JSON})
+
     def _op_send_mail(self, ctx: _RequestContext) -> _Response:
         """POST /users/{id|upn}/sendMail: Outlook's checks and codes, then one MailRecord.
 
@@ -1900,6 +2194,7 @@ class GraphEmulator:
                 "default_lobby_scope",
                 "legacy_policy_error",
                 "mail_scope",
+                "records_page_size",
             },
         )
         latency = config.get("latency", self.latency)
@@ -1916,6 +2211,9 @@ class GraphEmulator:
             raise _AdminError("granted_roles must be a list of strings")
         if scope not in LOBBY_SCOPES:
             raise _AdminError(f"default_lobby_scope must be one of {sorted(LOBBY_SCOPES)}")
+        page_size = config.get("records_page_size", self.records_page_size)
+        if not isinstance(page_size, int) or isinstance(page_size, bool) or page_size < 1:
+            raise _AdminError("records_page_size must be an integer >= 1")
         mail_scope = config.get("mail_scope", ...)
         if (
             mail_scope is not ...
@@ -1931,6 +2229,7 @@ class GraphEmulator:
                 self.granted_roles = set(roles)
             self.default_lobby_scope = scope
             self.legacy_policy_error = legacy
+            self.records_page_size = page_size
             if mail_scope is not ...:
                 self.mail_scope = None if mail_scope is None else set(mail_scope)
 

@@ -53,6 +53,9 @@ param callbackRetrySchedule string = ''
 @description('Grant VirtualAppointmentNotification.Send so the app can send SMS (needs Teams Premium).')
 param enableSms bool = false
 
+@description('Read attendance after each appointment: grant OnlineMeetingArtifact.Read.All (the Teams access policy applies too).')
+param enableAttendance bool = true
+
 @description('Client e-mail with a calendar invite: grant Mail.Send (see grantEntraMailSend) and set MAIL_SENDER.')
 param enableClientEmail bool = false
 
@@ -229,6 +232,7 @@ module graphPermissions 'app/graph-permissions.bicep' = if (grantGraphPermission
   params: {
     principalId: identity.outputs.principalId
     enableSms: enableSms
+    enableAttendance: enableAttendance
     enableClientEmail: enableClientEmail
     grantEntraMailSend: grantEntraMailSend
   }

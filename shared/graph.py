@@ -13,12 +13,14 @@ token cache for the life of the worker.
 from __future__ import annotations
 
 import asyncio
+import functools
+import json
 import logging
 import re
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
@@ -32,6 +34,7 @@ from shared.planning import Attendee, SmsKind
 from shared.settings import Settings
 
 if TYPE_CHECKING:
+    from shared.attendance import AttendanceRecord, AttendanceReport
     from shared.mail import MailMessage
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,9 @@ CALL_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 # One call, retries and waits included, never takes longer than this (the reconciler's lease
 # margin is at least as long, so no call outlives the lease).
 CALL_DEADLINE_SECONDS = 30.0
+# Pages of one collection followed before giving up: Graph lists at most 50 reports, and a
+# meeting's records fit in a few pages; a next link that never ends is Graph misbehaving.
+MAX_PAGES = 100
 
 
 class GraphError(Exception):
@@ -168,6 +174,9 @@ ROLES = {
     "sendSms": "VirtualAppointmentNotification.Send",
     "sendReminderSms": "VirtualAppointmentNotification.Send",
     "sendMail": "Mail.Send",
+    # Attendance reports are online meeting artifacts: their own role, and the access policy.
+    "attendanceReports": "OnlineMeetingArtifact.Read.All",
+    "attendanceRecords": "OnlineMeetingArtifact.Read.All",
 }
 
 
@@ -180,7 +189,16 @@ ORGANIZER_NOT_FOUND = (
 _LEGACY_POLICY_TEXT = re.compile(r"not authorized to .+ on behalf of user", re.IGNORECASE)
 # Meeting calls are the ones a Teams application access policy governs.
 _POLICY_OPERATIONS = frozenset(
-    {"createOrGet", "updateMeeting", "deleteMeeting", "getJoinWebUrl", "sendSms", "sendReminderSms"}
+    {
+        "createOrGet",
+        "updateMeeting",
+        "deleteMeeting",
+        "getJoinWebUrl",
+        "sendSms",
+        "sendReminderSms",
+        "attendanceReports",
+        "attendanceRecords",
+    }
 )
 
 
@@ -360,6 +378,56 @@ class GraphGateway:
     def _meetings(self, client: Any, user_id: str) -> Any:
         return client.users.by_user_id(user_id).online_meetings
 
+    async def _json_page(
+        self,
+        operation: str,
+        builder_of: Callable[[Any], Any],
+        url: str | None,
+        parse: Callable[[Any], Any],
+        client: Any,
+    ) -> tuple[Any, str | None]:
+        """GET one page of a collection as raw JSON and parse it with shared.attendance.
+
+        The request goes through the SDK's builder and adapter (token, retries, base URL, the
+        ODataError that classify reads); only the body is left to the app's own parser, the one
+        the emulator's tests use too. `url` is Graph's @odata.nextLink for the pages after the
+        first. A body that is not the documented shape is transient: the message names the
+        field, never its value (values are client names and addresses).
+        """
+        from msgraph.generated.models.o_data_errors.o_data_error import ODataError
+
+        from shared.attendance import next_link
+
+        builder = builder_of(client)
+        if url is not None:
+            builder = builder.with_url(url)
+        info = builder.to_get_request_information()
+        raw = await builder.request_adapter.send_primitive_async(info, "bytes", {"XXX": ODataError})
+        try:
+            data = json.loads(raw or b"null")
+            return parse(data), next_link(data)
+        except ValueError as error:  # JSON, UTF-8 and AttendanceParseError alike
+            raise TransientGraphError(f"{operation}: unexpected answer ({error})") from None
+
+    def _collection(
+        self, operation: str, builder_of: Callable[[Any], Any], parse: Callable[[Any], Any]
+    ) -> list[Any]:
+        """Every page of one collection, following @odata.nextLink, one _run per page."""
+        items: list[Any] = []
+        url: str | None = None
+        seen: set[str] = set()
+        for _ in range(MAX_PAGES):
+            page, url = self._run(
+                operation, functools.partial(self._json_page, operation, builder_of, url, parse)
+            )
+            items.extend(page)
+            if url is None:
+                return items
+            if url in seen:
+                break
+            seen.add(url)
+        raise TransientGraphError(f"{operation}: the next links do not end")
+
     # -- calls ----------------------------------------------------------------------------
 
     def resolve_user_id(self, user_principal_name: str) -> str:
@@ -519,6 +587,36 @@ class GraphGateway:
             ),
         )
 
+    def attendance_reports(self, user_id: str, meeting_id: str) -> list[AttendanceReport]:
+        """GET .../attendanceReports, then each report's .../attendanceRecords, every page.
+
+        One report per session, made when a session ends; Graph lists at most the 50 newest,
+        newest first, and none for a meeting nobody started. So the calls are one list (Graph
+        does not page it in practice, but a next link is followed) plus one records call per
+        report and per page of its records. The records are read separately because the list
+        call leaves `attendanceRecords` empty. 403: OnlineMeetingArtifact.Read.All or the
+        organizer's Teams access policy is missing; 404: meetingNotFound.
+        """
+        from shared.attendance import parse_records, parse_reports_page
+
+        def reports_of(client: Any) -> Any:
+            return (
+                self._meetings(client, user_id).by_online_meeting_id(meeting_id).attendance_reports
+            )
+
+        reports: list[AttendanceReport] = self._collection(
+            "attendanceReports", reports_of, parse_reports_page
+        )
+        complete: list[AttendanceReport] = []
+        for report in reports:
+            records: list[AttendanceRecord] = self._collection(
+                "attendanceRecords",
+                functools.partial(_records_of, reports_of, report.id),
+                parse_records,
+            )
+            complete.append(replace(report, records=tuple(records)))
+        return complete
+
     def send_mail(self, sender: str, message: MailMessage) -> None:
         """POST /users/{sender}/sendMail: one client's message and its invite, not kept in Sent
         Items (the mailbox would otherwise collect every client's address and times).
@@ -556,3 +654,8 @@ class GraphGateway:
             save_to_sent_items=False,
         )
         self._run("sendMail", lambda c: c.users.by_user_id(sender).send_mail.post(body))
+
+
+def _records_of(reports_of: Callable[[Any], Any], report_id: str, client: Any) -> Any:
+    """The attendanceRecords builder of one report."""
+    return reports_of(client).by_meeting_attendance_report_id(report_id).attendance_records

@@ -15,6 +15,11 @@ param principalId string
 @description('Also grant VirtualAppointmentNotification.Send (SMS); needs Teams Premium.')
 param enableSms bool = false
 
+// Reading attendance after each appointment (SPEC "After the appointment: attendance"). On by
+// default: the role only reads reports of meetings whose organizer has the Teams access policy.
+@description('Also grant OnlineMeetingArtifact.Read.All (attendance reports after each appointment).')
+param enableAttendance bool = true
+
 @description('Client e-mail (MAIL_SENDER): also grant Mail.Send, unless grantEntraMailSend is false.')
 param enableClientEmail bool = false
 
@@ -64,6 +69,15 @@ resource smsSend 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (enableSms) {
   appRoleId: filter(graphSp.appRoles, role => role.value == 'VirtualAppointmentNotification.Send')[0].id
 }
 
+// GET .../onlineMeetings/{id}/attendanceReports and each report's attendanceRecords (who joined,
+// for how long); the same Teams application access policy applies. Role id
+// df01ed3b-eb61-4eca-9965-6b3d789751b2, looked up by value like the others.
+resource attendanceRead 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (enableAttendance) {
+  principalId: principalId
+  resourceId: graphSp.id
+  appRoleId: filter(graphSp.appRoles, role => role.value == 'OnlineMeetingArtifact.Read.All')[0].id
+}
+
 // POST /users/{MAIL_SENDER}/sendMail (client e-mail with the calendar invite); opt-in.
 resource mailSend 'Microsoft.Graph/appRoleAssignedTo@v1.0' = if (enableClientEmail && grantEntraMailSend) {
   principalId: principalId
@@ -79,4 +93,5 @@ var baseRoles = [
 ]
 var smsRoles = enableSms ? ['VirtualAppointmentNotification.Send'] : []
 var mailRoles = (enableClientEmail && grantEntraMailSend) ? ['Mail.Send'] : []
-output grantedAppRoles array = concat(baseRoles, smsRoles, mailRoles)
+var attendanceRoles = enableAttendance ? ['OnlineMeetingArtifact.Read.All'] : []
+output grantedAppRoles array = concat(baseRoles, smsRoles, mailRoles, attendanceRoles)

@@ -76,6 +76,7 @@ GRAPH_ROLES = {
 }
 SMS_ROLE = "VirtualAppointmentNotification.Send"
 MAIL_ROLE = "Mail.Send"
+ATTENDANCE_ROLE = "OnlineMeetingArtifact.Read.All"
 
 GUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
@@ -653,7 +654,7 @@ def test_graph_service_principal_is_looked_up_by_app_id() -> None:
 
 def test_graph_app_roles_are_granted_by_value() -> None:
     granted = {_role_value(a) for a in _graph_assignments().values()}
-    assert granted == GRAPH_ROLES | {SMS_ROLE, MAIL_ROLE}
+    assert granted == GRAPH_ROLES | {SMS_ROLE, MAIL_ROLE, ATTENDANCE_ROLE}
     # The UPN lookup reads only the id: the basic profile role, never the full directory one.
     assert "User.Read.All" not in granted
     for name, assignment in _graph_assignments().items():
@@ -668,8 +669,8 @@ def test_sms_role_is_gated_by_enable_sms() -> None:
     for name, assignment in _graph_assignments().items():
         if _role_value(assignment) == SMS_ROLE:
             assert condition(assignment) == "enableSms", name
-        elif _role_value(assignment) == MAIL_ROLE:
-            continue  # tests/infra/test_callbacks_mail_infra.py
+        elif _role_value(assignment) in (MAIL_ROLE, ATTENDANCE_ROLE):
+            continue  # tests/infra/test_callbacks_mail_infra.py, test_attendance_infra.py
         else:
             assert condition(assignment) is None, f"{name} must always be granted"
     assert graph["parameters"]["enableSms"] == {
