@@ -53,8 +53,8 @@ param callbackRetrySchedule string = ''
 @description('Grant VirtualAppointmentNotification.Send so the app can send SMS (needs Teams Premium).')
 param enableSms bool = false
 
-@description('Read attendance after each appointment: grant OnlineMeetingArtifact.Read.All (the Teams access policy applies too).')
-param enableAttendance bool = true
+@description('Grant OnlineMeetingArtifact.Read.All for attendance reports. Off until the app reads attendance (the checks are not wired yet): least privilege.')
+param enableAttendance bool = false
 
 @description('Client e-mail with a calendar invite: grant Mail.Send (see grantEntraMailSend) and set MAIL_SENDER.')
 param enableClientEmail bool = false

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,6 +28,7 @@ from shared.callbacks import (
     CallbackTarget,
     CallbackType,
     OwedCallback,
+    Progress,
     body,
     message_for,
     next_delay,
@@ -37,6 +39,12 @@ from shared.records import StoredAppointment, status_view
 from shared.storage import AppointmentStore, ConcurrencyConflict, EventQueue
 
 log = logging.getLogger(__name__)
+# POSTs in flight per process. The worker runs every function's invocations on one thread pool
+# (32 threads here: PYTHON_THREADPOOL_THREAD_COUNT); a receiver that never answers holds a
+# thread for the whole 15 s timeout, so without a cap callbacks would take the threads the
+# reconciler needs. Over the cap a message is looked at again after BUSY_DEFER_SECONDS.
+MAX_CONCURRENT_POSTS = 8
+BUSY_DEFER_SECONDS = 5
 
 
 class DeliveryResult(Enum):
@@ -46,6 +54,7 @@ class DeliveryResult(Enum):
     GONE = "gone"  # 410: the receiver wants no more of this callback
     SUPERSEDED = "superseded"  # a newer callback of the appointment exists
     WAITING = "waiting"  # its commit has not landed yet: looked at again shortly
+    DEFERRED = "deferred"  # every POST slot is busy: looked at again shortly, not an attempt
     DROPPED = "dropped"  # already settled, never committed, or callbacks switched off
     MALFORMED = "malformed"
 
@@ -92,6 +101,7 @@ class CallbackDelivery:
         self._target = target
         self._schedule = schedule
         self._clock = clock
+        self._posting = threading.BoundedSemaphore(MAX_CONCURRENT_POSTS)
 
     def handle(self, text: str) -> DeliveryResult:
         try:
@@ -109,6 +119,26 @@ class CallbackDelivery:
             result.value,
         )
         return result
+
+    def _save(
+        self, message: CallbackMessage, progress: Progress, stored: StoredAppointment
+    ) -> bool:
+        """Record how this callback's delivery went; False when a newer callback's delivery
+        wrote the row meanwhile (that one's progress stands, this one is superseded)."""
+        etag = stored.callback_etag
+        for _ in range(2):
+            try:
+                self._store.save_callback_progress(message.appointment_id, progress, etag)
+                return True
+            except ConcurrencyConflict:
+                again = self._store.load(message.appointment_id)
+                if (
+                    again.callback_progress is not None
+                    and again.callback_progress.id != progress.id
+                ):
+                    return False
+                etag = again.callback_etag
+        return False
 
     def _deliver(
         self, message: CallbackMessage, stored: StoredAppointment, text: str
@@ -132,15 +162,23 @@ class CallbackDelivery:
             source = stored.desired.document.source
         target = self._target(source)
         if target is None:
-            self._store.save_callback_progress(
-                message.appointment_id, replace(progress, status="failed")
-            )
+            self._save(message, replace(progress, status="failed"), stored)
             log.warning("callback %s dropped: its source has no callback URL now", owed.id)
             return DeliveryResult.DROPPED
 
-        now = self._clock()
-        payload = body(owed, status_view(stored))
-        attempt = self._poster().post(target.url, owed.id, math.floor(now), payload, target.secrets)
+        if not self._posting.acquire(blocking=False):
+            # Every POST slot waits on a slow receiver: look again later rather than hold one
+            # of the worker's threads, which the reconciler needs (not an attempt).
+            self._queue.send(text, visibility_timeout=BUSY_DEFER_SECONDS)
+            return DeliveryResult.DEFERRED
+        try:
+            now = self._clock()
+            payload = body(owed, status_view(stored))
+            attempt = self._poster().post(
+                target.url, owed.id, math.floor(now), payload, target.secrets
+            )
+        finally:
+            self._posting.release()
         tried = replace(
             progress,
             attempts=progress.attempts + 1,
@@ -148,23 +186,18 @@ class CallbackDelivery:
             last_status_code=attempt.status_code,
         )
         if attempt.delivered:
-            self._store.save_callback_progress(
-                message.appointment_id, replace(tried, status="delivered")
-            )
+            self._save(message, replace(tried, status="delivered"), stored)
             return DeliveryResult.DELIVERED
         why = attempt.error or f"HTTP {attempt.status_code}"
         if attempt.gone:
-            self._store.save_callback_progress(
-                message.appointment_id, replace(tried, status="failed")
-            )
+            self._save(message, replace(tried, status="failed"), stored)
             return DeliveryResult.GONE
         delay = next_delay(self._schedule, tried.attempts)
         if delay is None:
             # The record says failed before the message is parked: an operator looking at the
             # poison queue finds the record already telling the same story.
-            self._store.save_callback_progress(
-                message.appointment_id, replace(tried, status="failed")
-            )
+            if not self._save(message, replace(tried, status="failed"), stored):
+                return DeliveryResult.SUPERSEDED
             self._queue.send_to_poison(text)
             log.warning(
                 "callback %s failed after %d attempts (last: %s): in appointment-callbacks-poison",
@@ -176,7 +209,7 @@ class CallbackDelivery:
         # Sent again before the progress is written: a crash in between costs one extra
         # attempt, never the callback.
         self._queue.send(text, visibility_timeout=delay)
-        self._store.save_callback_progress(message.appointment_id, tried)
+        self._save(message, tried, stored)
         log.info(
             "callback %s attempt %d failed (%s); next in %ds", owed.id, tried.attempts, why, delay
         )

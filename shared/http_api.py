@@ -219,7 +219,10 @@ def resend_callback(req: func.HttpRequest) -> func.HttpResponse:
     try:
         current = settings.current()
     except SettingsError as error:
-        return _misconfigured(error, "callbacks", correlation)
+        return _misconfigured(error, "callback setup", correlation)
+    broken = current.source_errors.get(source.lower())
+    if broken is not None:
+        return _misconfigured(broken, "callback setup", correlation)
     if current.callback_target(source) is None:
         detail = (
             f"Source {source} has no callback URL: set SOURCES__{source}__CALLBACKURL and "

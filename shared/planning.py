@@ -460,6 +460,13 @@ def plan(
                 document, kind, CURRENT, state, mail_sender=mail_sender, now=now
             )
             ops += sent
+        elif (
+            last.settings.allow_client_to_join_using_browser
+            != document.settings.allow_client_to_join_using_browser
+        ):
+            # The client's link changed (browser join on or off): a new invitation with it.
+            mail, warnings = _emails(document, "reschedule", CURRENT, state, mail_sender)
+            ops += mail
     # A retry of this version must not text the clients again.
     ops = [op for op in ops if not _already_sent(op, document, state.notified)]
     if not global_features:

@@ -130,6 +130,7 @@ class StoredAppointment:
     applied: AppliedState | None
     applied_etag: str | None = None
     callback_progress: Progress | None = None
+    callback_etag: str | None = None
     # Erased on request (DELETE /api/appointments/{id}): the desired row is a tombstone.
     erased: bool = False
 

@@ -591,6 +591,7 @@ class AppointmentStore:
             applied=_entity_to_applied(applied) if applied else None,
             applied_etag=applied["__etag"] if applied else None,
             callback_progress=_entity_to_progress(progress) if progress else None,
+            callback_etag=progress["__etag"] if progress else None,
         )
 
     def erase(self, external_id: str, now: float) -> bool:
@@ -647,9 +648,16 @@ class AppointmentStore:
         with contextlib.suppress(ResourceNotFoundError):
             self._call(lambda: self._table.delete_entity(external_id, CALLBACK))
 
-    def save_callback_progress(self, external_id: str, progress: Progress) -> None:
+    def save_callback_progress(
+        self, external_id: str, progress: Progress, etag: str | None
+    ) -> None:
         """How delivery of the latest callback went: its own row, never the applied one, so
-        the delivery function and the reconciler never conflict."""
+        the delivery function and the reconciler never conflict.
+
+        Written only over the row as it was read (`etag`; None: there was none), so an attempt
+        that was overtaken by a newer callback's delivery cannot overwrite that one's progress:
+        ConcurrencyConflict, and the caller looks again.
+        """
         entity: dict[str, Any] = {
             "PartitionKey": external_id,
             "RowKey": CALLBACK,
@@ -661,7 +669,20 @@ class AppointmentStore:
                 progress.last_status_code if progress.last_status_code is not None else ""
             ),
         }
-        self._call(lambda: self._table.upsert_entity(entity, mode=UpdateMode.REPLACE))
+        try:
+            if etag is None:
+                self._call(lambda: self._table.create_entity(entity))
+            else:
+                self._call(
+                    lambda: self._table.update_entity(
+                        entity,
+                        mode=UpdateMode.REPLACE,
+                        etag=etag,
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                )
+        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as error:
+            raise ConcurrencyConflict(external_id) from error
 
     def commit_applied(self, external_id: str, state: AppliedState, etag: str | None) -> str:
         """Write the applied state if nobody else did since `etag` (None: it must not exist).

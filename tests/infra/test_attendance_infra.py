@@ -1,5 +1,5 @@
 """Infrastructure of attendance (SPEC "After the appointment: attendance"): the Graph app role
-that reads attendance reports, on by default behind `enableAttendance`, asserted on the Bicep."""
+that reads attendance reports, off by default behind `enableAttendance` until the app reads attendance, asserted on the Bicep."""
 
 from __future__ import annotations
 
@@ -31,15 +31,15 @@ def test_attendance_role_is_granted_only_with_enable_attendance() -> None:
     assert "attendanceReports" in text
 
 
-def test_enable_attendance_defaults_to_true_everywhere() -> None:
+def test_enable_attendance_is_off_by_default_everywhere_until_the_app_reads_attendance() -> None:
     graph = tree(GRAPH_MODULE)
     parameter = graph["parameters"]["enableAttendance"]
-    assert (parameter["type"], parameter["default"]) == ("bool", True)
+    assert (parameter["type"], parameter["default"]) == ("bool", False)
     assert _main()["parameters"]["enableAttendance"]["type"] == "bool"
-    assert _main()["parameters"]["enableAttendance"]["default"] is True
+    assert _main()["parameters"]["enableAttendance"]["default"] is False
     assert _module_params("graphPermissions")["enableAttendance"] == "enableAttendance"
     params = load_json("main.parameters.json")["parameters"]
-    assert params["enableAttendance"]["value"] == "${ENABLE_ATTENDANCE=true}"
+    assert params["enableAttendance"]["value"] == "${ENABLE_ATTENDANCE=false}"
 
 
 def test_granted_roles_output_names_the_attendance_role() -> None:
@@ -51,4 +51,4 @@ def test_granted_roles_output_names_the_attendance_role() -> None:
 
 def test_deploy_workflow_passes_enable_attendance(workflows: dict[str, dict[Any, Any]]) -> None:
     env = workflows["deploy.yml"]["jobs"]["deploy"]["env"]
-    assert env["ENABLE_ATTENDANCE"] == "${{ vars.ENABLE_ATTENDANCE || 'true' }}"
+    assert env["ENABLE_ATTENDANCE"] == "${{ vars.ENABLE_ATTENDANCE || 'false' }}"

@@ -536,3 +536,12 @@ def test_settling_counts_finished_versions() -> None:
     facts = MeetingFacts(ORGANIZER_GUID, "m", "x", "https://join")
     done = settle(AppliedState(), the_plan, Outcome(meetings={NEW: facts}))
     assert done.finished_versions == 1
+
+
+def test_turning_browser_join_off_mails_the_new_link_and_texts_nobody() -> None:
+    on = {**MAIL_ON, **SMS_ON}
+    state = applied(appointmentClients=MAILED, settings=on)
+    off = later(appointmentClients=MAILED, settings={**on, "allowClientToJoinUsingBrowser": False})
+    the_plan = plan(valid(off), state, ORGANIZER_GUID, mail_sender=SENDER)
+    assert mails(the_plan.operations) == [("reschedule", 0), ("reschedule", 2)]
+    assert not any(isinstance(op, SendSms) for op in the_plan.operations)
