@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -39,12 +38,6 @@ from shared.records import StoredAppointment, status_view
 from shared.storage import AppointmentStore, ConcurrencyConflict, EventQueue
 
 log = logging.getLogger(__name__)
-# POSTs in flight per process. The worker runs every function's invocations on one thread pool
-# (32 threads here: PYTHON_THREADPOOL_THREAD_COUNT); a receiver that never answers holds a
-# thread for the whole 15 s timeout, so without a cap callbacks would take the threads the
-# reconciler needs. Over the cap a message is looked at again after BUSY_DEFER_SECONDS.
-MAX_CONCURRENT_POSTS = 8
-BUSY_DEFER_SECONDS = 5
 
 
 class DeliveryResult(Enum):
@@ -54,7 +47,6 @@ class DeliveryResult(Enum):
     GONE = "gone"  # 410: the receiver wants no more of this callback
     SUPERSEDED = "superseded"  # a newer callback of the appointment exists
     WAITING = "waiting"  # its commit has not landed yet: looked at again shortly
-    DEFERRED = "deferred"  # every POST slot is busy: looked at again shortly, not an attempt
     DROPPED = "dropped"  # already settled, never committed, or callbacks switched off
     MALFORMED = "malformed"
 
@@ -101,7 +93,6 @@ class CallbackDelivery:
         self._target = target
         self._schedule = schedule
         self._clock = clock
-        self._posting = threading.BoundedSemaphore(MAX_CONCURRENT_POSTS)
 
     def handle(self, text: str) -> DeliveryResult:
         try:
@@ -166,19 +157,9 @@ class CallbackDelivery:
             log.warning("callback %s dropped: its source has no callback URL now", owed.id)
             return DeliveryResult.DROPPED
 
-        if not self._posting.acquire(blocking=False):
-            # Every POST slot waits on a slow receiver: look again later rather than hold one
-            # of the worker's threads, which the reconciler needs (not an attempt).
-            self._queue.send(text, visibility_timeout=BUSY_DEFER_SECONDS)
-            return DeliveryResult.DEFERRED
-        try:
-            now = self._clock()
-            payload = body(owed, status_view(stored))
-            attempt = self._poster().post(
-                target.url, owed.id, math.floor(now), payload, target.secrets
-            )
-        finally:
-            self._posting.release()
+        now = self._clock()
+        payload = body(owed, status_view(stored))
+        attempt = self._poster().post(target.url, owed.id, math.floor(now), payload, target.secrets)
         tried = replace(
             progress,
             attempts=progress.attempts + 1,
