@@ -40,6 +40,7 @@ from shared import signatures
 from shared.events import AppointmentEvent, MalformedMessage
 from shared.http_api import (
     delete_organizer,
+    erase_appointment,
     get_appointment,
     health,
     list_organizers,
@@ -93,6 +94,8 @@ def _route(method: str, parts: list[str]) -> tuple[Handler, dict[str, str]] | No
         return health, {}
     if len(rest) == 2 and rest[0] == "appointments" and method == "GET":
         return get_appointment, {"externalAppointmentId": rest[1]}
+    if len(rest) == 2 and rest[0] == "appointments" and method == "DELETE":
+        return erase_appointment, {"externalAppointmentId": rest[1]}
     if (
         method == "POST"
         and len(rest) == 3
