@@ -170,11 +170,11 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     GRAPH_BASE_URL: graphBaseUrl
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
-    // Sync functions hold one worker thread per invocation; the default pool is CPUs + 4 (5 or 6
-    // on a small instance). The queue trigger keeps batchSize + newBatchThreshold = 24 messages
-    // in flight (host.json), plus 8 threads for the HTTP functions: 32. A test in tests/infra
-    // derives the 24 from host.json (checkov's parser fails on comment blocks of 5+ lines here).
-    PYTHON_THREADPOOL_THREAD_COUNT: '32'
+    // Sync functions hold one worker thread per invocation (default pool: CPUs + 4). Each of
+    // the 2 queue triggers keeps batchSize + newBatchThreshold = 24 in flight (host.json), so a
+    // dead callback receiver cannot take the reconciler's; plus 8 for HTTP: 56. A test in
+    // tests/infra derives it (checkov's parser fails on comment blocks of 5+ lines here).
+    PYTHON_THREADPOOL_THREAD_COUNT: '56'
   }, sourceSettings, optionalSettings)
 }
 
