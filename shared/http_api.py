@@ -30,7 +30,7 @@ from shared.storage import StorageRejected, StorageUnavailable
 log = logging.getLogger(__name__)
 blueprint = func.Blueprint()
 
-_CORRELATION = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+_CORRELATION = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 CORRELATION_HEADER = "X-Correlation-Id"
 # For the routes that only read or replay; the intake's own 503 speaks of its documents.
 STORAGE_DOWN = Problem(503, "Storage is unavailable; retry later.", headers={"Retry-After": "10"})
@@ -39,7 +39,7 @@ STORAGE_DOWN = Problem(503, "Storage is unavailable; retry later.", headers={"Re
 def correlation_id(request: func.HttpRequest) -> str:
     """The caller's correlation id when it is a safe token, else a fresh one."""
     supplied = request.headers.get(CORRELATION_HEADER, "")
-    return supplied if _CORRELATION.match(supplied) else uuid.uuid4().hex
+    return supplied if _CORRELATION.fullmatch(supplied) else uuid.uuid4().hex
 
 
 def _respond(reply: Reply, correlation: str) -> func.HttpResponse:

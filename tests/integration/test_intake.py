@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import logging
 import threading
 import time
@@ -770,3 +771,12 @@ def test_unresolved_key_vault_reference_is_no_secret(
     status, _, _ = post(encode(document()), secret=reference)
     assert status == 503
     assert queued(event_queue) == []
+
+
+def test_a_correlation_id_with_a_trailing_newline_is_replaced_not_echoed(
+    event_queue: QueueClient,
+) -> None:
+    # `$` matches before a final newline: echoing "corr\n" would break the response header.
+    _, _, headers = post(encode(document()), headers={"X-Correlation-Id": "corr\n"})
+    assert headers["X-Correlation-Id"] != "corr\n"
+    assert re.fullmatch(r"[0-9a-f]{32}", headers["X-Correlation-Id"])
