@@ -1,5 +1,6 @@
 """Infrastructure of attendance (SPEC "After the appointment: attendance"): the Graph app role
-that reads attendance reports, off by default behind `enableAttendance` until the app reads attendance, asserted on the Bicep."""
+that reads attendance reports, off by default behind `enableAttendance` until the app reads
+attendance, asserted on the Bicep."""
 
 from __future__ import annotations
 
