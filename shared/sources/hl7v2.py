@@ -288,7 +288,7 @@ def _codec(name: str) -> str | None:
     `unicode_escape` ...: codecs Python has for other jobs)."""
     try:
         codec = codecs.lookup(name).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
         return None
     return None if codec in _NOT_CHARSETS or "escape" in codec else codec
 
