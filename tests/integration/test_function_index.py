@@ -75,6 +75,7 @@ def test_the_host_finds_every_function_with_its_bindings() -> None:
         "get_appointment",
         "reconcile_appointment",
         "resend_callback",
+        "get_source_health",
         "health",
         "reconcile_appointment_event",
         "deliver_callback",
@@ -101,6 +102,7 @@ def test_the_host_finds_every_function_with_its_bindings() -> None:
             ["POST"],
             "FUNCTION",
         ),
+        "get_source_health": ("sources/{source}", ["GET"], "FUNCTION"),
         "health": ("health", ["GET"], "ANONYMOUS"),
     }
     for name, queue in (
