@@ -21,7 +21,7 @@ app's fixed vocabulary; the offending value is never part of them (tests feed ra
 Recording is off the webhook's path: `HealthRecorder` hands each outcome to one background
 thread that coalesces a burst into one counter merge per source, so a delivery's latency does
 not grow, and a health-write failure cannot change the delivery's answer. The price: outcomes
-not yet written are lost if the process dies (a few hundred milliseconds' worth at most).
+not yet written are lost if the process dies abruptly (LINGER_SECONDS' worth at most).
 
 No storage here: the table (shared/storage.py `SourceHealthTable`) is handed in.
 """
@@ -47,6 +47,10 @@ RECENT = 50
 REASON_MAX = 200
 # After a failed write the thread waits this long before trying the outcomes again.
 RETRY_PAUSE_SECONDS = 5.0
+# The thread lets outcomes gather this long before it writes: a burst becomes one merge per
+# source, and the writes stay off the CPU the next deliveries need. What a process that dies
+# abruptly loses from the counts is at most this much.
+LINGER_SECONDS = 0.5
 
 Result = Literal["accepted", "ignored", "refused"]
 
@@ -183,10 +187,13 @@ class HealthRecorder:
         *,
         background: bool = True,
         retry_pause: float = RETRY_PAUSE_SECONDS,
+        linger: float = LINGER_SECONDS,
     ) -> None:
         self._write = write
         self._background = background
         self._retry_pause = retry_pause
+        self._linger = linger
+        self._urgent = False  # a flush is waiting: write now
         self._lock = threading.Condition()
         self._pending: dict[str, _Pending] = {}
         self._recorded = 0  # outcomes recorded so far
@@ -218,6 +225,7 @@ class HealthRecorder:
         with self._lock:
             target = self._recorded
             self._failed = False  # try again now rather than after the pause
+            self._urgent = True
             self._lock.notify_all()
             while self._attempted < target:
                 left = deadline - time.monotonic()
@@ -241,6 +249,10 @@ class HealthRecorder:
                         self._failed = False
                     else:
                         self._lock.wait()
+                gathered = time.monotonic() + self._linger
+                while not self._urgent and (left := gathered - time.monotonic()) > 0:
+                    self._lock.wait(left)
+                self._urgent = False
                 batch, self._pending = self._pending, {}
                 seen = self._recorded
             failed: dict[str, _Pending] = {}
