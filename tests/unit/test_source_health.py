@@ -51,6 +51,10 @@ class NoStorage:
         raise Reached(name)
 
 
+def no_storage() -> Any:
+    return NoStorage()
+
+
 def send(pipeline: Intake, source: str, headers: dict[str, str], body: bytes) -> None:
     with contextlib.suppress(Reached):
         pipeline.handle(headers, body, "c", source)
@@ -68,7 +72,7 @@ def intake(write: Captured | None = None) -> tuple[Intake, Captured]:
     )
     recorder = HealthRecorder(captured, background=False)
     return (
-        Intake(configured, NoStorage, NoStorage, clock=lambda: NOW, health=recorder),
+        Intake(configured, no_storage, no_storage, clock=lambda: NOW, health=recorder),
         captured,
     )
 
@@ -257,9 +261,9 @@ def test_a_failing_health_write_does_not_change_the_answer() -> None:
 
     recorder = HealthRecorder(broken, background=False)
     pipeline = Intake(
-        Settings(webhook_secrets=(SECRET,)), NoStorage, NoStorage, lambda: NOW, recorder
+        Settings(webhook_secrets=(SECRET,)), no_storage, no_storage, lambda: NOW, recorder
     )
-    plain = Intake(Settings(webhook_secrets=(SECRET,)), NoStorage, NoStorage, lambda: NOW)
+    plain = Intake(Settings(webhook_secrets=(SECRET,)), no_storage, no_storage, lambda: NOW)
     body = b"not json"
     assert pipeline.handle(native(body), body, "c") == plain.handle(native(body), body, "c")
 
