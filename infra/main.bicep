@@ -102,6 +102,7 @@ var callbackQueueName = 'appointment-callbacks'
 var callbackPoisonQueueName = 'appointment-callbacks-poison'
 var tableName = 'appointments'
 var directoryTableName = 'organizers'
+var sourceHealthTableName = 'sourcehealth'
 var keyVaultName = '${abbrs.keyVaultVaults}${resourceToken}'
 
 resource rg 'Microsoft.Resources/resourceGroups@2024-03-01' = {
@@ -151,6 +152,7 @@ module storage 'app/storage.bicep' = {
     callbackPoisonQueueName: callbackPoisonQueueName
     tableName: tableName
     directoryTableName: directoryTableName
+    sourceHealthTableName: sourceHealthTableName
     logAnalyticsWorkspaceId: monitoring.outputs.logAnalyticsId
   }
 }

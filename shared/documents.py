@@ -56,6 +56,20 @@ _EMAIL = re.compile(r"[^@\s]{1,64}@[^@\s]+\.[^@\s]+", re.ASCII)
 _YEARS = range(1900, 9999)
 
 
+# datetime's own reasons that name only the rule ("month must be in 1..12"); any other (the
+# offset's names the timedelta it was given) is replaced, so no message echoes a value.
+_CALENDAR_RULE = re.compile(r"[a-z ]+ (must be in \d+\.\.\d+|is out of range for month)", re.ASCII)
+
+
+def _calendar_rule(error: ValueError) -> str:
+    text = str(error)
+    if _CALENDAR_RULE.fullmatch(text):
+        return text
+    if text.startswith("offset"):
+        return "the offset must be less than 24 hours"
+    return "out of range"
+
+
 def parse_rfc3339(value: str) -> datetime:
     """Parse an RFC 3339 timestamp with an offset; raise ValueError otherwise.
 
@@ -72,7 +86,7 @@ def parse_rfc3339(value: str) -> datetime:
     try:
         moment = datetime.fromisoformat(f"{date}T{time}{fraction}{offset}")
     except ValueError as error:
-        raise ValueError(f"is not a valid date-time: {error}") from None
+        raise ValueError(f"is not a valid date-time: {_calendar_rule(error)}") from None
     if moment.year not in _YEARS:
         raise ValueError("must be a year from 1900 to 9998")
     return moment

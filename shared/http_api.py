@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import time
 import uuid
+from collections.abc import Sequence
+from functools import cache
 from urllib.parse import quote
 
 import azure.functions as func
@@ -20,12 +23,13 @@ from shared.callback_delivery import ResendRefused, resend
 from shared.directory import parse_entries
 from shared.documents import FieldError, parse_document, utc_text
 from shared.events import AppointmentEvent, EraseEvent
+from shared.health import HealthRecorder, Refusal, Tally, view
 from shared.intake import Intake, Reply, refused
 from shared.problems import Problem, validation_problem
 from shared.records import StoredAppointment, status_view
-from shared.settings import SettingsError
-from shared.sources.base import DEFAULT_SOURCE
-from shared.storage import StorageRejected, StorageUnavailable
+from shared.settings import Settings, SettingsError, StorageSettings
+from shared.sources.base import DEFAULT_SOURCE, KINDS
+from shared.storage import SourceHealthTable, StorageRejected, StorageUnavailable
 
 log = logging.getLogger(__name__)
 blueprint = func.Blueprint()
@@ -102,8 +106,24 @@ def _intake(req: func.HttpRequest, source: str) -> func.HttpResponse:
     except SettingsError as error:
         return _misconfigured(error, "webhook endpoint", correlation)
     headers = {key.lower(): value for key, value in req.headers.items()}
-    intake = Intake(current, runtime.store, runtime.queue)
+    intake = Intake(current, runtime.store, runtime.queue, health=source_health())
     return _respond(intake.handle(headers, req.get_body(), correlation, source), correlation)
+
+
+@cache
+def _health_table(storage: StorageSettings) -> SourceHealthTable:
+    """One table client per storage account the settings name (tests switch accounts)."""
+    return SourceHealthTable.from_settings(storage)
+
+
+def _write_health(source: str, tally: Tally, refusals: Sequence[Refusal]) -> None:
+    _health_table(settings.current().storage).write(source, tally, refusals)
+
+
+@cache
+def source_health() -> HealthRecorder:
+    """One recorder (and its one writer thread) per process; tests `flush()` it."""
+    return HealthRecorder(_write_health)
 
 
 @blueprint.function_name("receive_appointments")
@@ -366,3 +386,42 @@ def delete_organizer(req: func.HttpRequest) -> func.HttpResponse:
     except (StorageUnavailable, StorageRejected) as error:
         return _storage_trouble(error, correlation)
     return func.HttpResponse(status_code=204, headers={CORRELATION_HEADER: correlation})
+
+
+def _configured_kind(current: Settings, source: str) -> tuple[bool, str | None]:
+    """Whether `source` is configured, and its kind.
+
+    A source whose settings are wrong is configured too: its health shows the deliveries it
+    turned away (503, counted as refused), which is what the person on call needs to see. Its
+    kind is the KIND it names when that is a known one, else null.
+    """
+    config = current.source_config(source)
+    if config is not None:
+        return True, config.kind
+    if source not in current.source_errors:
+        return False, None
+    wanted = f"SOURCES__{source}__KIND".lower()
+    named = next((v for k, v in os.environ.items() if k.lower() == wanted), "")
+    kind = named.strip().lower()
+    return True, kind if kind in KINDS else None
+
+
+@blueprint.function_name("get_source_health")
+@blueprint.route(route="sources/{source}", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def get_source_health(req: func.HttpRequest) -> func.HttpResponse:
+    """A source's delivery counts and newest refusals (SPEC "Operations": source health)."""
+    correlation = correlation_id(req)
+    try:
+        current = settings.current()
+    except SettingsError as error:
+        return _misconfigured(error, "app", correlation)
+    source = req.route_params.get("source", "").lower()
+    configured, kind = _configured_kind(current, source)
+    if not configured:
+        problem = Problem(404, "No source with this name is configured.")
+        return _respond(Reply.problem(problem), correlation)
+    try:
+        tally, refusals = _health_table(current.storage).read(source)
+    except (StorageUnavailable, StorageRejected) as error:
+        return _storage_trouble(error, correlation)
+    return _respond(Reply.json(200, view(source, kind, tally, refusals)), correlation)

@@ -9,6 +9,11 @@ kind's module (shared/sources); everything else is here, once.
 Each document is enqueued before its desired row is written: the message carries the whole
 document and the reconciler stores it again, so a failure between the two leaves no row that
 no message will ever apply (a status record stuck at `pending`).
+
+Every answer to a configured source is also counted for its health (shared/health.py): the
+verdict is built here, beside the answer, from the app's own error and never from the body, and
+handed to a recorder that writes off the request's path, so it can neither slow nor change
+the answer.
 """
 
 from __future__ import annotations
@@ -17,8 +22,10 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 
+from shared import health
 from shared.documents import AppointmentDocument, FieldError, parse_document
 from shared.events import AppointmentEvent
+from shared.health import ACCEPTED, IGNORED, HealthRecorder, Verdict
 from shared.problems import Problem, validation_problem
 from shared.settings import Settings
 from shared.sources import kind as kind_of
@@ -63,11 +70,13 @@ class Intake:
         store: Callable[[], AppointmentStore],
         queue: Callable[[], EventQueue],
         clock: Callable[[], float] = time.time,
+        health: HealthRecorder | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._queue = queue
         self._clock = clock
+        self._health = health
 
     def source(self, name: str) -> SourceConfig | Reply:
         """The configured source behind a route, or the 404/503 answer to give instead."""
@@ -90,13 +99,30 @@ class Intake:
         source: str = DEFAULT_SOURCE,
     ) -> Reply:
         """Answer one delivery; `headers` have lower-case names."""
+        received = self._clock()
+        reply, verdict = self._handle(headers, body, correlation_id, source)
+        if verdict is not None and self._health is not None:
+            self._health.record(source.lower(), verdict, received)
+        return reply
+
+    def _handle(
+        self,
+        headers: Mapping[str, str],
+        body: bytes,
+        correlation_id: str,
+        source: str,
+    ) -> tuple[Reply, Verdict | None]:
+        """The answer, and what it counts as for the source's health (None: not counted)."""
         config = self.source(source)
         if isinstance(config, Reply):
-            return config
+            error = self._settings.source_errors.get(source.lower())
+            if error is None:
+                return config, None  # unknown: no source to count it for
+            return config, health.refusal("503", f"misconfigured: {error.setting}")
         kind = kind_of(config.kind)
-        refusal = self._admit(config, kind, headers, body, correlation_id)
-        if refusal is not None:
-            return refusal
+        admitted = self._admit(config, kind, headers, body, correlation_id)
+        if admitted is not None:
+            return admitted
         try:
             parsed = kind.parse(headers, body, config)
         except UnsupportedMediaType as error:
@@ -111,12 +137,15 @@ class Intake:
             *others, last = kind.media_types
             choices = f"{', '.join(others)} or {last}" if others else last
             detail = f"Content-Type {error} is not supported; use {choices}."
-            return Reply.problem(Problem(415, detail))
+            # The reason leaves the sender's media type out: it is the sender's value.
+            verdict = health.refusal("415", "Content-Type not supported")
+            return Reply.problem(Problem(415, detail)), verdict
         except InvalidBody as invalid:
             # Unreadable as the kind's format at all (an HL7 body without MSH): no reply in
             # the sender's format is possible, so every kind answers a 400 problem.
             self._rejected(config, len(invalid.errors), correlation_id)
-            return Reply.problem(validation_problem(invalid.detail, invalid.errors))
+            reply = Reply.problem(validation_problem(invalid.detail, invalid.errors))
+            return reply, health.field_refusal("400", invalid.errors)
         except Refused as refusal_:
             self._rejected(config, len(refusal_.errors), correlation_id)
             outcome = Outcome(
@@ -162,7 +191,9 @@ class Intake:
                 error.error_code,
                 correlation_id,
             )
-            return Reply.problem(refused(error))
+            # error_code is a plain token storage gave (see storage._rejection), not a value.
+            verdict = health.refusal("500", f"storage refused: {error.error_code}")
+            return Reply.problem(refused(error)), verdict
         return self._answer(kind, headers, outcome)
 
     def _admit(
@@ -172,7 +203,7 @@ class Intake:
         headers: Mapping[str, str],
         body: bytes,
         correlation_id: str,
-    ) -> Reply | None:
+    ) -> tuple[Reply, Verdict] | None:
         """The 503/413/401 answer for a delivery that must not be read, else None."""
         settings = self._settings
         if not config.secrets:
@@ -187,7 +218,8 @@ class Intake:
                 correlation_id,
             )
             detail = "The webhook endpoint is not configured (no signing secret)."
-            return Reply.problem(Problem(503, detail))
+            verdict = health.refusal("503", f"not configured: {setting}")
+            return Reply.problem(Problem(503, detail)), verdict
         declared = headers.get("content-length", "")
         if len(body) > settings.max_body_bytes or (
             declared.isdigit() and int(declared) > settings.max_body_bytes
@@ -199,7 +231,8 @@ class Intake:
                 correlation_id,
             )
             detail = f"The body is larger than {settings.max_body_bytes} bytes."
-            return Reply.problem(Problem(413, detail))
+            verdict = health.refusal("413", f"body over {settings.max_body_bytes} bytes")
+            return Reply.problem(Problem(413, detail)), verdict
         try:
             kind.authenticate(
                 headers,
@@ -212,9 +245,11 @@ class Intake:
             log.warning(
                 "webhook refused (%s): %s (correlation %s)", config.name, error, correlation_id
             )
-            return Reply.problem(
+            reply = Reply.problem(
                 Problem(401, str(error), headers={"WWW-Authenticate": error.challenge})
             )
+            # The kinds' authentication messages name headers and rules, never what was sent.
+            return reply, health.refusal("401", str(error))
         return None
 
     def _keep(
@@ -274,8 +309,11 @@ class Intake:
             return Outcome("unavailable", context=context)
         return Outcome("accepted", accepted=tuple(accepted), context=context)
 
-    def _answer(self, kind: SourceKind, headers: Mapping[str, str], outcome: Outcome) -> Reply:
-        return kind.respond(outcome, headers, now=self._clock())
+    def _answer(
+        self, kind: SourceKind, headers: Mapping[str, str], outcome: Outcome
+    ) -> tuple[Reply, Verdict | None]:
+        reply = kind.respond(outcome, headers, now=self._clock())
+        return reply, verdict_of(outcome, reply)
 
     @staticmethod
     def _rejected(config: SourceConfig, count: int, correlation_id: str) -> None:
@@ -285,3 +323,19 @@ class Intake:
             count,
             correlation_id,
         )
+
+
+def verdict_of(outcome: Outcome, reply: Reply) -> Verdict | None:
+    """What a kind's answer to `outcome` counts as; storage trouble (503, `AR`) not at all.
+
+    A refusal answered with a success status is the sender's application-level rejection (an
+    HL7 `AE` in a 200), so its reason is labelled `AE`; otherwise with the HTTP status.
+    """
+    if outcome.result == "accepted":
+        return ACCEPTED
+    if outcome.result == "ignored":
+        return IGNORED
+    if outcome.result == "refused":
+        label = "AE" if reply.status < 300 else str(reply.status)
+        return health.field_refusal(label, outcome.errors)
+    return None

@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -39,6 +40,7 @@ from shared.documents import (
     parse_rfc3339,
     version_key,
 )
+from shared.health import RECENT, Refusal, Tally, refusal_key
 from shared.records import (
     AppliedState,
     DesiredVersion,
@@ -832,3 +834,163 @@ class OrganizerTable:
         partition = _waiting_partition(source, identifier)
         with contextlib.suppress(ResourceNotFoundError):
             self._call(lambda: self._table.delete_entity(partition, external_id))
+
+
+class SourceHealthTable:
+    """The `sourcehealth` table: each source's delivery counts and newest refusals.
+
+    PartitionKey = source name. Counters are sharded, `count~0` … `count~7`: a write merges
+    its delta into a random shard, guarded by the ETag and retried on another shard when a
+    concurrent writer got there first, so bursts from many instances rarely collide and no
+    increment is lost. A read sums the shards (one partition range query). Refusals are rows
+    `refusal~{inverted µs}~{random}`: the newest are a range query's first rows; after every
+    TRIM_EVERY refusals written, this process deletes those past health.RECENT (at most
+    TRIM_MAX per pass, so a trim stays bounded).
+    """
+
+    SHARDS = 8
+    ATTEMPTS = 4
+    TRIM_EVERY = 25
+    TRIM_MAX = 200
+
+    def __init__(self, table: TableClient) -> None:
+        self._table = table
+        self._since_trim: dict[str, int] = {}
+
+    @classmethod
+    def from_settings(cls, settings: StorageSettings) -> SourceHealthTable:
+        from shared.health import TABLE_NAME as HEALTH_TABLE_NAME
+
+        service = _service(TableServiceClient, settings, settings.table_service_uri)
+        return cls(service.get_table_client(HEALTH_TABLE_NAME))
+
+    def _call(self, call: Callable[[], T]) -> T:
+        return _table_call(self._table, call)
+
+    def _range(self, source: str, prefix: str, **options: Any) -> Any:
+        return self._table.query_entities(
+            "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi",
+            parameters={"pk": source, "lo": f"{prefix}~", "hi": f"{prefix}~~"},
+            **options,
+        )
+
+    def write(self, source: str, tally: Tally, refusals: Sequence[Refusal]) -> None:
+        """Add a delta to the counters and store its refusals (health.HealthRecorder's writer)."""
+        if not tally.empty:
+            self._merge(source, tally, secrets.randbelow(self.SHARDS))
+        if refusals:
+            operations: list[Any] = [
+                (
+                    "create",
+                    {
+                        "PartitionKey": source,
+                        "RowKey": refusal_key(r.at, secrets.token_hex(4)),
+                        "ReceivedAt": float(r.at),
+                        "Reason": r.reason,
+                    },
+                )
+                for r in refusals[-RECENT:]
+            ]
+            self._call(lambda: self._table.submit_transaction(operations))
+            written = self._since_trim.get(source, 0) + len(operations)
+            self._since_trim[source] = written
+            if written >= self.TRIM_EVERY:
+                self._since_trim[source] = 0
+                self.trim(source)
+
+    def _merge(self, source: str, tally: Tally, shard: int) -> None:
+        for attempt in range(self.ATTEMPTS):
+            key = f"count~{(shard + attempt) % self.SHARDS}"
+            try:
+                self._merge_into(source, key, tally)
+            except (ResourceExistsError, ResourceModifiedError):
+                continue  # another writer took this shard meanwhile: try the next one
+            return
+        raise StorageUnavailable("source health counters stayed contended")
+
+    def _merge_into(self, source: str, key: str, tally: Tally) -> None:
+        """Add `tally` to one shard row, creating it; ETag or create conflicts raise."""
+        try:
+            entity = self._call(lambda: self._table.get_entity(source, key))
+        except ResourceNotFoundError:
+            entity = None
+        current = _tally_of(entity) if entity is not None else Tally()
+        current.add(tally)
+        row = {
+            "PartitionKey": source,
+            "RowKey": key,
+            "Accepted": current.accepted,
+            "Ignored": current.ignored,
+            "Refused": current.refused,
+            "Last": float(current.last or 0.0),
+        }
+        if entity is None:
+            self._call(lambda: self._table.create_entity(row))
+            return
+        etag = entity.metadata["etag"]
+        self._call(
+            lambda: self._table.update_entity(
+                row,
+                mode=UpdateMode.REPLACE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+        )
+
+    def read(self, source: str) -> tuple[Tally, list[Refusal]]:
+        """The summed counters and the newest health.RECENT refusals, newest first."""
+
+        def query() -> tuple[Tally, list[Refusal]]:
+            tally = Tally()
+            for entity in self._range(source, "count"):
+                tally.add(_tally_of(entity))
+            pages = self._range(
+                source, "refusal", results_per_page=RECENT, select=["ReceivedAt", "Reason"]
+            ).by_page()
+            newest = [
+                Refusal(float(_number(e.get("ReceivedAt"))), str(e.get("Reason", "")))
+                for e in next(pages, [])
+            ]
+            return tally, newest[:RECENT]
+
+        return self._call(query)
+
+    def trim(self, source: str) -> int:
+        """Delete refusals past the newest health.RECENT (at most TRIM_MAX); how many went."""
+
+        def old_keys() -> list[str]:
+            keys: list[str] = []
+            for index, entity in enumerate(self._range(source, "refusal", select=["RowKey"])):
+                if index >= RECENT:
+                    keys.append(str(entity["RowKey"]))
+                if len(keys) >= self.TRIM_MAX:
+                    break
+            return keys
+
+        keys = self._call(old_keys)
+        for start in range(0, len(keys), 100):
+            operations: list[Any] = [
+                ("delete", {"PartitionKey": source, "RowKey": k}) for k in keys[start : start + 100]
+            ]
+
+            def submit(ops: list[Any] = operations) -> None:
+                self._table.submit_transaction(ops)
+
+            self._call(submit)
+        return len(keys)
+
+
+def _number(value: object) -> float:
+    """A table number as Python: the SDK hands Int64 back wrapped in an EntityProperty."""
+    raw = getattr(value, "value", value)
+    return float(raw) if isinstance(raw, int | float | str) else 0.0
+
+
+def _tally_of(entity: Mapping[str, Any]) -> Tally:
+    last = _number(entity.get("Last"))
+    return Tally(
+        accepted=int(_number(entity.get("Accepted"))),
+        ignored=int(_number(entity.get("Ignored"))),
+        refused=int(_number(entity.get("Refused"))),
+        last=last or None,
+    )

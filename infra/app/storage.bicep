@@ -1,5 +1,5 @@
 // Host storage and the app's own state: the deployment package container, the work queue and its
-// poison queue, the callback queue and its poison queue, the status table and the organizer directory table. Shared keys are off, so every caller (the Functions host,
+// poison queue, the callback queue and its poison queue, the status table, the organizer directory table and the source health table. Shared keys are off, so every caller (the Functions host,
 // the app, the platform's deployment) authenticates with Entra ID.
 
 @description('Storage account name (3-24 lowercase letters and digits).')
@@ -31,6 +31,9 @@ param tableName string = 'appointments'
 
 @description('Table of the organizer directory (shared/settings.py DIRECTORY_TABLE_NAME).')
 param directoryTableName string = 'organizers'
+
+@description('Table of each source\'s delivery counts and recent refusals (shared/health.py TABLE_NAME).')
+param sourceHealthTableName string = 'sourcehealth'
 
 @description('Replication. ZRS where the region offers it; LRS keeps the template deployable everywhere.')
 @allowed([
@@ -157,6 +160,12 @@ resource directoryTable 'Microsoft.Storage/storageAccounts/tableServices/tables@
   name: directoryTableName
 }
 
+// The app also creates it when missing (GET /api/sources/{source} reads it).
+resource sourceHealthTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tableService
+  name: sourceHealthTableName
+}
+
 // Read, write and delete logs of the queue service (who touched the appointment queues).
 resource queueDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'queue-to-log-analytics'
@@ -192,3 +201,4 @@ output callbackQueueName string = callbackQueue.name
 output callbackPoisonQueueName string = callbackPoisonQueue.name
 output tableName string = statusTable.name
 output directoryTableName string = directoryTable.name
+output sourceHealthTableName string = sourceHealthTable.name

@@ -288,7 +288,7 @@ def _codec(name: str) -> str | None:
     `unicode_escape` ...: codecs Python has for other jobs)."""
     try:
         codec = codecs.lookup(name).name
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
         return None
     return None if codec in _NOT_CHARSETS or "escape" in codec else codec
 
@@ -720,7 +720,9 @@ class Hl7v2Kind:
             if not readable:
                 raise _Refusal(
                     "MSH-18",
-                    f"the body must be text in the charset {encoding!r}",
+                    # The rule, not the sender's charset name: ERR-8 and stored refusal
+                    # reasons never echo a value; MSA-3 (the detail) names it for the sender.
+                    "the body must be text in the charset its Content-Type names",
                     f"the body cannot be read as {encoding!r}",
                 )
             return self._read(parsed, ctx, config)

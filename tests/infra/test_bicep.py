@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from shared.health import TABLE_NAME as HEALTH_TABLE_NAME
 from shared.settings import (
     _SOURCE_SETTINGS,
     DIRECTORY_TABLE_NAME,
@@ -152,11 +153,15 @@ def test_queues_and_table_are_created_with_the_app_names() -> None:
     passed = _module_params("storage")
     main_names = {resolve(_main(), passed[p]) for p in queue_params | table_params}
     module_defaults = {resolve(storage, p) for p in queue_params | table_params}
-    expected = {QUEUE_NAME, POISON_QUEUE_NAME, TABLE_NAME, DIRECTORY_TABLE_NAME}
+    expected = {QUEUE_NAME, POISON_QUEUE_NAME, TABLE_NAME, DIRECTORY_TABLE_NAME, HEALTH_TABLE_NAME}
     expected |= {CALLBACK_QUEUE, CALLBACK_POISON_QUEUE}
     assert main_names == expected
     assert module_defaults == expected
-    assert {resolve(storage, p) for p in table_params} == {TABLE_NAME, DIRECTORY_TABLE_NAME}
+    assert {resolve(storage, p) for p in table_params} == {
+        TABLE_NAME,
+        DIRECTORY_TABLE_NAME,
+        HEALTH_TABLE_NAME,
+    }
 
 
 def test_organizer_directory_table_is_declared_and_output() -> None:

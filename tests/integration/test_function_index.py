@@ -76,6 +76,7 @@ def test_the_host_finds_every_function_with_its_bindings() -> None:
         "reconcile_appointment",
         "resend_callback",
         "erase_appointment",
+        "get_source_health",
         "health",
         "reconcile_appointment_event",
         "deliver_callback",
@@ -103,6 +104,7 @@ def test_the_host_finds_every_function_with_its_bindings() -> None:
             ["POST"],
             "FUNCTION",
         ),
+        "get_source_health": ("sources/{source}", ["GET"], "FUNCTION"),
         "health": ("health", ["GET"], "ANONYMOUS"),
     }
     for name, queue in (

@@ -42,6 +42,7 @@ from shared.http_api import (
     delete_organizer,
     erase_appointment,
     get_appointment,
+    get_source_health,
     health,
     list_organizers,
     receive_appointments,
@@ -92,6 +93,8 @@ def _route(method: str, parts: list[str]) -> tuple[Handler, dict[str, str]] | No
             return organizers[method], {}
     if method == "GET" and rest == ["health"]:
         return health, {}
+    if method == "GET" and len(rest) == 2 and rest[0] == "sources":
+        return get_source_health, {"source": rest[1]}
     if len(rest) == 2 and rest[0] == "appointments" and method == "GET":
         return get_appointment, {"externalAppointmentId": rest[1]}
     if len(rest) == 2 and rest[0] == "appointments" and method == "DELETE":
