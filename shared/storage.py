@@ -671,27 +671,20 @@ class AppointmentStore:
                 progress.last_status_code if progress.last_status_code is not None else ""
             ),
         }
-        try:
-            if etag is None:
-                self._call(lambda: self._table.create_entity(entity))
-            else:
-                self._call(
-                    lambda: self._table.update_entity(
-                        entity,
-                        mode=UpdateMode.REPLACE,
-                        etag=etag,
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-                )
-        except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError) as error:
-            raise ConcurrencyConflict(external_id) from error
+        self._write_over(external_id, entity, etag)
 
     def commit_applied(self, external_id: str, state: AppliedState, etag: str | None) -> str:
         """Write the applied state if nobody else did since `etag` (None: it must not exist).
 
         Returns the new ETag, so a lease taken with one commit can be released by the next.
         """
-        entity = _applied_to_entity(external_id, state)
+        return self._write_over(external_id, _applied_to_entity(external_id, state), etag)
+
+    def _write_over(self, external_id: str, entity: dict[str, Any], etag: str | None) -> str:
+        """Create `entity` (etag None) or replace it as it was read; its new ETag.
+
+        ConcurrencyConflict when another writer got there first.
+        """
         try:
             if etag is None:
                 written = self._call(lambda: self._table.create_entity(entity))
