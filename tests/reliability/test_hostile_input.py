@@ -37,7 +37,7 @@ from hypothesis import strategies as st
 from devtools.azurite import Azurite
 from devtools.graph_emulator import GraphEmulator
 from shared import signatures
-from shared.events import AppointmentEvent, MalformedMessage
+from shared.events import AppointmentEvent, MalformedMessage, parse_message
 from shared.http_api import (
     delete_organizer,
     erase_appointment,
@@ -199,7 +199,8 @@ def _queued_documents_are_valid(queue: QueueClient) -> int:
             return seen
         for message in batch:
             try:
-                AppointmentEvent.from_message(str(message.content))
+                # A DELETE enqueues an erase event (an id, no document): valid too.
+                parse_message(str(message.content))
             except MalformedMessage as error:
                 raise AssertionError(f"an invalid document was enqueued: {error}") from None
             seen += 1
