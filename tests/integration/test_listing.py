@@ -278,7 +278,7 @@ def test_bad_query_parameters_are_400_problems_naming_them(seeded: list[Seeded])
 
 
 def post_replay(body: object) -> func.HttpResponse:
-    return reconcile_appointments(
+    response: func.HttpResponse = reconcile_appointments(
         func.HttpRequest(
             method="POST",
             url="http://localhost:7071/api/appointments/reconcile",
@@ -286,6 +286,7 @@ def post_replay(body: object) -> func.HttpResponse:
             body=json.dumps(body).encode(),
         )
     )
+    return response
 
 
 def test_bulk_replay_refuses_a_body_without_status() -> None:
