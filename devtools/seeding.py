@@ -9,6 +9,7 @@ partition, exactly the rows `AppointmentStore.commit_applied` would have written
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -18,7 +19,14 @@ from azure.data.tables import TableClient, UpdateMode
 from shared import listing
 from shared.documents import AppointmentDocument, version_key
 from shared.records import AppliedState
-from shared.storage import DESIRED, AppointmentStore, _applied_to_entity, _table_call, parallel
+from shared.storage import (
+    DESIRED,
+    AppointmentStore,
+    StorageUnavailable,
+    _applied_to_entity,
+    _table_call,
+    parallel,
+)
 
 
 def seed(table: TableClient, records: Sequence[tuple[AppointmentDocument, AppliedState]]) -> None:
@@ -45,7 +53,14 @@ def seed(table: TableClient, records: Sequence[tuple[AppointmentDocument, Applie
         )
 
     def submit(operations: list[Any]) -> None:
-        _table_call(table, lambda: table.submit_transaction(operations))
+        for attempt in range(3):  # a loaded Azurite drops a connection now and then
+            try:
+                _table_call(table, lambda: table.submit_transaction(operations))
+                return
+            except StorageUnavailable:
+                if attempt == 2:
+                    raise
+                time.sleep(1.0)
 
     parallel(submit, transactions)
     AppointmentStore(table).index.put_many(index_rows)

@@ -14,6 +14,7 @@ import hashlib
 import itertools
 import json
 import logging
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -790,7 +791,14 @@ class AppointmentIndex:
                 )
                 for row, external_id in group
             ]
-            self._call(lambda: self._table.submit_transaction(operations))
+            for attempt in range(3):  # idempotent upserts: a bulk run rides out a hiccup
+                try:
+                    self._call(lambda: self._table.submit_transaction(operations))
+                    return
+                except StorageUnavailable:
+                    if attempt == 2:
+                        raise
+                    time.sleep(1.0)
 
         parallel(submit, batches)
 
