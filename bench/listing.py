@@ -76,26 +76,27 @@ def _request(top: int) -> func.HttpRequest:
 
 def _requests_per_page(top: int) -> dict[str, int]:
     """Storage requests one page makes: the measure of cost that no emulator distorts."""
-    from shared import storage
+    from shared import runtime, storage
     from shared.http_api import list_appointments
 
     counts = {"record_loads": 0, "index_queries": 0}
-    load, chunk = storage.AppointmentStore.load, storage.AppointmentIndex._chunk
+    index = runtime.store().index
+    load, chunk = index._load, storage.AppointmentIndex._chunk
 
-    def counted_load(self: storage.AppointmentStore, external_id: str) -> Any:
+    def counted_load(external_id: str) -> Any:
         counts["record_loads"] += 1
-        return load(self, external_id)
+        return load(external_id)
 
     def counted_chunk(self: storage.AppointmentIndex, partitions: Any, *args: Any) -> Any:
         counts["index_queries"] += len(partitions)
         return chunk(self, partitions, *args)
 
-    storage.AppointmentStore.load = counted_load  # type: ignore[method-assign]
+    index._load = counted_load
     storage.AppointmentIndex._chunk = counted_chunk  # type: ignore[method-assign, assignment]
     try:
         list_appointments(_request(top))
     finally:
-        storage.AppointmentStore.load = load  # type: ignore[method-assign]
+        index._load = load
         storage.AppointmentIndex._chunk = chunk  # type: ignore[method-assign]
     return counts
 
