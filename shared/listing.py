@@ -28,6 +28,15 @@ therefore be stale (its commit lost the race, a delete failed, a crash came in b
 read loads the record for every candidate row and keeps it only if the row is one the record
 itself implies (`rows_for`). The answer is always the records' truth; a stale row costs one
 skipped load and is deleted lazily. See shared/storage.py `AppointmentIndex`.
+
+Writes per commit stay small because the applied row records the rows it points at
+(`AppliedState.indexed`): a commit writes only the difference, so lease, release, retry and
+callback commits write none, and a commit holding a lease never changes the index (the release
+after it does). What is listed: records with an applied row. `pending` records are those whose
+first version is leased or waiting out Graph trouble; a delivery the reconciler has not picked
+up yet (seconds) is not listed until then. The intake does not write index rows: it would add
+a round trip to every webhook for a state that normally lasts a second. Applied rows from before
+the index have none until their next commit or a `python -m devtools.reindex`.
 """
 
 from __future__ import annotations
