@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only intake,reconcile,directory,callbacks,...] [--results DIR]`.
+"""`python -m bench [--quick] [--only intake,reconcile,callbacks,listing,...] [--results DIR]`.
 
 Each benchmark prints a table and writes `bench/results/<name>.json`. `--quick` uses tiny sizes
 (the smoke test runs it); the full run takes a few minutes on two cores.
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import callbacks, coldstart, directory, intake, memory, reconcile, throughput
+from bench import callbacks, coldstart, directory, intake, listing, memory, reconcile, throughput
 from bench.common import RESULTS, Stack, machine, stack, write_result
 
 Runner = Callable[..., dict[str, Any]]
@@ -26,6 +26,7 @@ BENCHMARKS: dict[str, tuple[Runner, Reporter]] = {
     "callbacks": (callbacks.run, callbacks.report),
     "coldstart": (coldstart.run, coldstart.report),
     "memory": (memory.run, memory.report),
+    "listing": (listing.run, listing.report),
 }
 
 

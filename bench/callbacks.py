@@ -171,8 +171,8 @@ def app_host(observed: _Observed, threads: int, connection: str) -> Iterator[lis
     store = runtime.store()
     commit = store.commit_applied
 
-    def committing(external_id: str, state: Any, etag: str | None) -> str:
-        etag_after = commit(external_id, state, etag)
+    def committing(external_id: str, state: Any, etag: str | None, **kwargs: Any) -> str:
+        etag_after = commit(external_id, state, etag, **kwargs)
         if state.callback is not None:
             at = time.time()
             with observed.lock:

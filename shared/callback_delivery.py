@@ -244,7 +244,8 @@ def resend(
         assert after.callback is not None
         queue.send(message_for(external_id, after.callback).to_message())
         try:
-            store.commit_applied(external_id, after, stored.applied_etag)
+            shown = stored.desired.document if stored.desired else None
+            store.commit_applied(external_id, after, stored.applied_etag, shown=shown)
         except ConcurrencyConflict:
             continue
         return after.callback

@@ -1,4 +1,4 @@
-"""HTTP functions: webhook intake, status record, replay, health. Thin adapters only.
+"""HTTP functions: webhook intake, status record, list, replay, health. Thin adapters only.
 
 This module and what it imports must never import the Graph SDK: the webhook path's cold
 start would pay over a second for it (a test guards this).
@@ -18,10 +18,10 @@ from urllib.parse import quote
 
 import azure.functions as func
 
-from shared import runtime, settings
+from shared import listing, runtime, settings
 from shared.callback_delivery import ResendRefused, resend
 from shared.directory import parse_entries
-from shared.documents import FieldError, parse_document, utc_text
+from shared.documents import AppointmentDocument, FieldError, parse_document, utc_text
 from shared.events import AppointmentEvent, EraseEvent
 from shared.health import HealthRecorder, Refusal, Tally, view
 from shared.intake import Intake, Reply, refused
@@ -29,7 +29,7 @@ from shared.problems import Problem, validation_problem
 from shared.records import StoredAppointment, status_view
 from shared.settings import Settings, SettingsError, StorageSettings
 from shared.sources.base import DEFAULT_SOURCE, KINDS
-from shared.storage import SourceHealthTable, StorageRejected, StorageUnavailable
+from shared.storage import SourceHealthTable, StorageRejected, StorageUnavailable, parallel
 
 log = logging.getLogger(__name__)
 blueprint = func.Blueprint()
@@ -140,6 +140,86 @@ def receive_appointments(req: func.HttpRequest) -> func.HttpResponse:
 def receive_source(req: func.HttpRequest) -> func.HttpResponse:
     """Intake of a named source's deliveries in its own format (HL7 v2, Calendly, Cal.com)."""
     return _intake(req, req.route_params.get("source", ""))
+
+
+@blueprint.function_name("list_appointments")
+@blueprint.route(route="appointments", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+def list_appointments(req: func.HttpRequest) -> func.HttpResponse:
+    """Status records by status, source, organizer, errorCode and start window, in
+    startDateTime order, a page at a time through the list index (shared/listing.py).
+
+    Its own route (`appointments`, no segment after it), so `appointments/{id}` still serves
+    every id. A page may hold fewer than $top records and still carry a nextLink: a read
+    examines a bounded number of index rows, so its cost never grows with the table.
+    """
+    correlation = correlation_id(req)
+    query = listing.parse_list_query(dict(req.params))
+    if isinstance(query, list):
+        problem = validation_problem("The query parameters are invalid.", query)
+        return _respond(Reply.problem(problem), correlation)
+    try:
+        page = runtime.store().page(query.filter, query.after, query.top)
+    except SettingsError as error:
+        return _misconfigured(error, "app", correlation)
+    except (StorageUnavailable, StorageRejected) as error:
+        return _storage_trouble(error, correlation)
+    body: dict[str, object] = {"value": [status_view(stored) for _, stored in page.records]}
+    if page.after is not None:
+        base = req.url.split("?", 1)[0]
+        following = [query.filter.query_text(), f"$top={query.top}"]
+        following.append(f"$skiptoken={listing.encode_token(page.after)}")
+        body["@odata.nextLink"] = f"{base}?{'&'.join(p for p in following if p)}"
+    return _respond(Reply.json(200, body), correlation)
+
+
+@blueprint.function_name("reconcile_appointments")
+@blueprint.route(
+    route="appointments/reconcile", methods=["POST"], auth_level=func.AuthLevel.FUNCTION
+)
+def reconcile_appointments(req: func.HttpRequest) -> func.HttpResponse:
+    """Bulk replay: enqueue a replay of every record the filter selects, at most 1000 a call.
+
+    Found through the list index, like the list. A replayed record may still match the filter
+    until its reconciliation commits, so the way on is the returned `$skiptoken` (sent back in
+    the body), not the same call again. Two path segments, so it never meets
+    `appointments/{id}/reconcile`; being POST, it never meets `GET appointments/{id}` either.
+    """
+    correlation = correlation_id(req)
+    try:
+        value = json.loads(req.get_body().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        problem = validation_problem("The body is not valid JSON.", [FieldError("", "not JSON")])
+        return _respond(Reply.problem(problem), correlation)
+    query = listing.parse_replay_body(value)
+    if isinstance(query, list):
+        problem = validation_problem("The request body has invalid fields.", query)
+        return _respond(Reply.problem(problem), correlation)
+    try:
+        page = runtime.store().page(query.filter, query.after, listing.MAX_REPLAY)
+        documents = [s.desired.document for _, s in page.records if s.desired is not None]
+        events_queue = runtime.queue()
+
+        def send(document: AppointmentDocument) -> None:
+            event = AppointmentEvent(document, correlation, replay=True)
+            events_queue.send(event.to_message())
+
+        parallel(send, documents)
+    except SettingsError as error:
+        return _misconfigured(error, "app", correlation)
+    except (StorageUnavailable, StorageRejected) as error:
+        return _storage_trouble(error, correlation)
+    log.info("bulk replay enqueued %d (correlation %s)", len(documents), correlation)
+    accepted = [
+        {
+            "externalAppointmentId": d.external_appointment_id,
+            "lastModifiedDateTime": d.last_modified_date_time,
+        }
+        for d in documents
+    ]
+    body: dict[str, object] = {"accepted": accepted}
+    if page.after is not None:
+        body["$skiptoken"] = listing.encode_token(page.after)
+    return _respond(Reply.json(202, body), correlation)
 
 
 @blueprint.function_name("get_appointment")

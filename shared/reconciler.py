@@ -114,6 +114,9 @@ class _Attempt:
     version: str  # the stored (newest) version this round reconciles
     # A newer version is stored: its own message carries it, this one must not fail it.
     superseded: bool = False
+    # The stored desired document: the record shows it (and the list index keys on it)
+    # while nothing is applied yet.
+    shown: AppointmentDocument | None = None
     plan: Plan | None = None
     outcome: Outcome = field(default_factory=Outcome)
 
@@ -269,7 +272,13 @@ class Reconciler:
         event_version = version_key(event.document.version)
         superseded = event_version < stored.desired.version
         attempt = _Attempt(
-            event, state, stored.applied_etag, last_attempt, stored.desired.version, superseded
+            event,
+            state,
+            stored.applied_etag,
+            last_attempt,
+            stored.desired.version,
+            superseded,
+            shown=document,
         )
         replay = event.replay and stored.desired.version == event_version
         settled = is_settled(document, state, replay=replay)
@@ -329,7 +338,7 @@ class Reconciler:
                 raise _Busy(min(state.lease_until - now, BUSY_RETRY_SECONDS))
             scrubbed = _scrubbed(state)
             if scrubbed.meeting_id is None and not scrubbed.intents:
-                if self._commit(external_id, scrubbed, stored.applied_etag) is None:
+                if self._commit(external_id, scrubbed, stored.applied_etag, None) is None:
                     continue
                 self._store.forget_callback_progress(external_id)
                 log.info(
@@ -338,7 +347,7 @@ class Reconciler:
                 return Result.APPLIED
             lease_until = now + LEASE_SECONDS
             leased = replace(scrubbed, lease_owner=uuid.uuid4().hex, lease_until=lease_until)
-            etag = self._commit(external_id, leased, stored.applied_etag)
+            etag = self._commit(external_id, leased, stored.applied_etag, None)
             if etag is None:
                 continue
             the_plan = _erasure_plan(external_id, leased)
@@ -349,7 +358,7 @@ class Reconciler:
                 kept = replace(
                     progress(leased, the_plan, outcome), lease_owner=None, lease_until=0.0
                 )
-                self._commit(external_id, kept, etag)
+                self._commit(external_id, kept, etag, None)
                 raise RetryLater(str(error)) from error
             except PermanentGraphError as error:
                 if error.code != "meetingNotFound":
@@ -367,7 +376,7 @@ class Reconciler:
                 lease_owner=None,
                 lease_until=0.0,
             )
-            if self._commit(external_id, done, etag) is None:
+            if self._commit(external_id, done, etag, None) is None:
                 continue
             self._store.forget_callback_progress(external_id)
             log.info("appointment %s erased (correlation %s)", external_id, event.correlation_id)
@@ -409,7 +418,7 @@ class Reconciler:
         leased = replace(
             state, lease_owner=uuid.uuid4().hex, lease_until=lease_until, intents=intents
         )
-        lease_etag = self._commit(external_id, leased, attempt.etag)
+        lease_etag = self._commit(external_id, leased, attempt.etag, attempt.shown)
         if lease_etag is None:
             return None
         attempt = replace(attempt, state=leased, etag=lease_etag, plan=the_plan)
@@ -420,7 +429,7 @@ class Reconciler:
             if error.code == "meetingNotFound" and _touches_current(the_plan):
                 # Deleted outside this app (e.g. in Teams): forget it and plan again.
                 gone = replace(leased.without_meeting(), lease_owner=None, lease_until=0.0)
-                self._commit(external_id, gone, lease_etag)
+                self._commit(external_id, gone, lease_etag, attempt.shown)
                 return None
             self._undo_new_meeting(attempt.outcome)
             failed = fail(leased, the_plan, attempt.outcome, _error_info(error, external_id))
@@ -471,12 +480,18 @@ class Reconciler:
             after = owe(after, kind, self._clock())
             assert after.callback is not None
             self._callback_queue.send(message_for(external_id, after.callback).to_message())
-        return self._commit(external_id, after, etag)
+        return self._commit(external_id, after, etag, attempt.shown)
 
-    def _commit(self, external_id: str, state: AppliedState, etag: str | None) -> str | None:
+    def _commit(
+        self,
+        external_id: str,
+        state: AppliedState,
+        etag: str | None,
+        shown: AppointmentDocument | None,
+    ) -> str | None:
         """The new ETag, or None when another writer got there first."""
         try:
-            return self._store.commit_applied(external_id, state, etag)
+            return self._store.commit_applied(external_id, state, etag, shown=shown)
         except ConcurrencyConflict:
             return None
 
@@ -503,7 +518,7 @@ class Reconciler:
         if attempt.superseded and (attempt.last_attempt or window_over):
             # The newest version has a message of its own, with its own retries: only that
             # message may record the newest version as failed.
-            self._commit(external_id, released, attempt.etag)
+            self._commit(external_id, released, attempt.etag, attempt.shown)
             log.warning(
                 "appointment %s: giving up on a superseded message (correlation %s)",
                 external_id,
@@ -524,7 +539,7 @@ class Reconciler:
             error.summary,
             now + delay,
         )
-        self._commit(external_id, replace(released, retry=retry), attempt.etag)
+        self._commit(external_id, replace(released, retry=retry), attempt.etag, attempt.shown)
         if retry_after is not None:
             # Graph said when to come back: a hand-back does not use up a delivery, so a spell
             # of throttling shorter than the window does not end in the poison queue.

@@ -111,6 +111,10 @@ class AppliedState:
     # A lease (owner, expiry as unix seconds) keeps one worker at a time on an appointment.
     lease_owner: str | None = None
     lease_until: float = 0.0
+    # The list index rows (PartitionKey, RowKey) this applied row's last commit points at
+    # (shared/listing.py): the next commit writes only what changes and deletes what no longer
+    # applies. Carried through `replace`, so every writer keeps it without knowing of it.
+    indexed: tuple[tuple[str, str], ...] = ()
 
     def without_meeting(self) -> AppliedState:
         """The state once its meeting has been deleted (its organizer goes with it)."""

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import hashlib
+import itertools
 import json
 import logging
 import secrets
+import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypeVar
 
@@ -30,6 +35,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient
 
+from shared import listing
 from shared import parts as assembly
 from shared.callbacks import OwedCallback, Progress
 from shared.directory import Entry
@@ -304,6 +310,7 @@ def _entity_to_applied(entity: dict[str, Any]) -> AppliedState:
         finished_versions=int(entity.get("FinishedVersions", 0)),
         lease_owner=entity.get("LeaseOwner") or None,
         lease_until=float(entity.get("LeaseUntil", 0.0)),
+        indexed=tuple((str(pk), str(rk)) for pk, rk in json.loads(entity.get("Indexed") or "[]")),
     )
 
 
@@ -374,6 +381,7 @@ def _applied_to_entity(external_id: str, state: AppliedState) -> dict[str, Any]:
         "FinishedVersions": state.finished_versions,
         "LeaseOwner": state.lease_owner or "",
         "LeaseUntil": float(state.lease_until),
+        "Indexed": json.dumps([list(key) for key in state.indexed], separators=(",", ":")),
     }
 
 
@@ -394,6 +402,7 @@ class AppointmentStore:
 
     def __init__(self, table: TableClient) -> None:
         self._table = table
+        self.index = AppointmentIndex(table, self.load)
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> AppointmentStore:
@@ -673,12 +682,37 @@ class AppointmentStore:
         }
         self._write_over(external_id, entity, etag)
 
-    def commit_applied(self, external_id: str, state: AppliedState, etag: str | None) -> str:
+    def commit_applied(
+        self,
+        external_id: str,
+        state: AppliedState,
+        etag: str | None,
+        *,
+        shown: AppointmentDocument | None = None,
+    ) -> str:
         """Write the applied state if nobody else did since `etag` (None: it must not exist).
 
-        Returns the new ETag, so a lease taken with one commit can be released by the next.
+        Keeps the list index in line (shared/listing.py): index rows the new state implies and
+        the old did not are written first (intent first: a crash leaves a stale row, which
+        reads skip, never a record missing from the list), the commit records them in the
+        row, and rows that no longer apply are deleted after it, best effort. `shown` is the
+        desired document, which the record shows while nothing is applied. A commit that holds
+        a lease is a step of one reconciliation and leaves the index alone; the commit that
+        releases it brings the index in line. Returns the new ETag, so a lease taken with one
+        commit can be released by the next.
         """
-        return self._write_over(external_id, _applied_to_entity(external_id, state), etag)
+        before = frozenset(state.indexed)
+        after = before
+        if not state.lease_owner:
+            facts = listing.facts_of(external_id, state, shown)
+            # No document to show (an erased record): listed nowhere, so its rows go.
+            after = listing.rows_for(facts) if facts is not None else frozenset()
+        self.index.put(after - before, external_id)
+        if after != before:
+            state = replace(state, indexed=tuple(sorted(after)))
+        written = self._write_over(external_id, _applied_to_entity(external_id, state), etag)
+        self.index.drop(before - after)
+        return written
 
     def _write_over(self, external_id: str, entity: dict[str, Any], etag: str | None) -> str:
         """Create `entity` (etag None) or replace it as it was read; its new ETag.
@@ -701,6 +735,53 @@ class AppointmentStore:
             raise ConcurrencyConflict(external_id) from error
         return str(written["etag"])
 
+    def page(self, wanted: listing.Filter, after: str | None, limit: int) -> Page:
+        """One page of the records `wanted` selects, in startDateTime order (see
+        AppointmentIndex.page)."""
+        return self.index.page(wanted, after, limit)
+
+    def reindex(self) -> int:
+        """Index every applied row (those written before the index existed have none).
+
+        A one-off scan of the table (devtools `reindex`); returns how many records it indexed.
+        Rows it finds already indexed are written again, which changes nothing.
+        """
+
+        def scan() -> list[dict[str, Any]]:
+            rows = self._table.query_entities("RowKey eq @rk", parameters={"rk": APPLIED})
+            return [dict(row) | {"__etag": row.metadata["etag"]} for row in rows]
+
+        count = 0
+        for row in self._call(scan):
+            external_id = str(row["PartitionKey"])
+            state = _entity_to_applied(row)
+            shown = None
+            if state.document is None:
+                desired = self._get(external_id, DESIRED)
+                shown = _entity_to_desired(desired).document if desired else None  # type: ignore[union-attr]
+            facts = listing.facts_of(external_id, state, shown)
+            if facts is None:
+                continue
+            keys = listing.rows_for(facts)
+            self.index.put_many([(key, external_id) for key in keys])
+            patch = {
+                "PartitionKey": external_id,
+                "RowKey": APPLIED,
+                "Indexed": json.dumps([list(k) for k in sorted(keys | set(state.indexed))]),
+            }
+            etag = row["__etag"]
+            with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
+                self._call(
+                    lambda: self._table.update_entity(
+                        patch,  # noqa: B023 - called at once, inside this iteration
+                        mode=UpdateMode.MERGE,
+                        etag=etag,  # noqa: B023
+                        match_condition=MatchConditions.IfNotModified,
+                    )
+                )
+            count += 1
+        return count
+
     def cached_organizer_id(self, user_principal_name: str) -> str | None:
         entity = self._get(organizer_key(user_principal_name), ORGANIZER)
         return None if entity is None else str(entity["ObjectId"])
@@ -712,6 +793,203 @@ class AppointmentStore:
             "ObjectId": object_id,
         }
         self._call(lambda: self._table.upsert_entity(entity, mode=UpdateMode.REPLACE))
+
+
+# Index reads load records and index writes go to several partitions: a few at a time, so a
+# page of 100 costs about 100 / WORKERS round trips of wall time, and an index change about one.
+INDEX_WORKERS = 8
+# Index rows younger than this may be the intent of a commit still in flight: never deleted.
+STALE_GRACE_SECONDS = 300.0
+# A read examines at most this many index rows; past it the page ends early with a
+# continuation, so a filter that the index narrows badly still answers in bounded time.
+MAX_EXAMINED = 2000
+
+
+@functools.cache
+def _pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(INDEX_WORKERS, thread_name_prefix="appointment-index")
+
+
+def parallel(call: Callable[[T], Any], items: Sequence[T]) -> list[Any]:
+    """`call` over `items` on a small shared pool, results in order; the first error raises."""
+    if len(items) <= 1:
+        return [call(item) for item in items]
+    return list(_pool().map(call, items))
+
+
+@dataclass(frozen=True)
+class Page:
+    """Records in startDateTime order, and the RowKey to continue after (None: the end)."""
+
+    records: list[tuple[str, StoredAppointment]]
+    after: str | None
+
+
+class AppointmentIndex:
+    """The list index rows in the `appointments` table (layout: shared/listing.py).
+
+    Writes are unconditional upserts and deletes: the applied row's ETag-guarded commit is what
+    decides, and a read checks every row against the record (`page`), so a row written for a
+    commit that then lost its race is harmless and is deleted by the next read that meets it.
+    """
+
+    def __init__(self, table: TableClient, load: Callable[[str], StoredAppointment]) -> None:
+        self._table = table
+        self._load = load
+
+    def _call(self, call: Callable[[], T]) -> T:
+        return _table_call(self._table, call)
+
+    def put(self, keys: frozenset[listing.Key] | set[listing.Key], external_id: str) -> None:
+        """Upsert index rows pointing at `external_id` (in parallel: one round trip of wall
+        time for the usual one to three)."""
+
+        def upsert(key: listing.Key) -> None:
+            entity = {"PartitionKey": key[0], "RowKey": key[1], "IndexOf": external_id}
+            self._call(lambda: self._table.upsert_entity(entity, mode=UpdateMode.REPLACE))
+
+        parallel(upsert, sorted(keys))
+
+    def put_many(self, rows: Sequence[tuple[listing.Key, str]]) -> None:
+        """Upsert many index rows, 100 per transaction within each partition (seeding,
+        reindex)."""
+        by_partition: dict[str, list[tuple[str, str]]] = {}
+        for (partition, row), external_id in rows:
+            by_partition.setdefault(partition, []).append((row, external_id))
+        batches: list[tuple[str, list[tuple[str, str]]]] = [
+            (partition, group[start : start + 100])
+            for partition, group in by_partition.items()
+            for start in range(0, len(group), 100)
+        ]
+
+        def submit(batch: tuple[str, list[tuple[str, str]]]) -> None:
+            partition, group = batch
+            operations: list[Any] = [
+                (
+                    "upsert",
+                    {"PartitionKey": partition, "RowKey": row, "IndexOf": external_id},
+                    {"mode": UpdateMode.REPLACE},
+                )
+                for row, external_id in group
+            ]
+            for attempt in range(3):  # idempotent upserts: a bulk run rides out a hiccup
+                try:
+                    self._call(lambda: self._table.submit_transaction(operations))
+                    return
+                except StorageUnavailable:
+                    if attempt == 2:
+                        raise
+                    time.sleep(1.0)
+
+        parallel(submit, batches)
+
+    def drop(self, keys: frozenset[listing.Key] | set[listing.Key]) -> None:
+        """Delete index rows, best effort: a row left behind is skipped by reads and deleted
+        by the next one that meets it."""
+
+        def delete(key: listing.Key) -> None:
+            try:
+                self._call(lambda: self._table.delete_entity(key[0], key[1]))
+            except ResourceNotFoundError:
+                pass
+            except (StorageUnavailable, StorageRejected) as error:
+                log.warning("could not delete a stale list index row: %s", error)
+
+        parallel(delete, sorted(keys))
+
+    def _chunk(
+        self, partitions: Sequence[str], lower: str, upper: str, after: str | None, count: int
+    ) -> list[dict[str, Any]]:
+        """The next `count` index rows after `after` across `partitions`, in RowKey order."""
+        if after is not None and after >= lower:
+            condition, bound = "RowKey gt @lo", after
+        else:
+            condition, bound = "RowKey ge @lo", lower
+
+        def read(partition: str) -> list[dict[str, Any]]:
+            def query() -> list[dict[str, Any]]:
+                rows = self._table.query_entities(
+                    f"PartitionKey eq @pk and {condition} and RowKey lt @hi",
+                    parameters={"pk": partition, "lo": bound, "hi": upper},
+                    results_per_page=min(count, 1000),
+                )
+                return [
+                    dict(row) | {"__timestamp": row.metadata.get("timestamp")}
+                    for row in itertools.islice(rows, count)
+                ]
+
+            return self._call(query)
+
+        merged = [row for rows in parallel(read, list(partitions)) for row in rows]
+        merged.sort(key=lambda row: str(row["RowKey"]))
+        return merged[:count]
+
+    def page(self, wanted: listing.Filter, after: str | None, limit: int) -> Page:
+        """Up to `limit` records `wanted` selects, in startDateTime order.
+
+        Reads index rows in chunks the size of what the page still needs (plus one, to know
+        whether more follow), loads each candidate's record in parallel and keeps it only if
+        the record itself implies that row and matches the whole filter: the answer is the
+        records' truth whatever state the index is in. Rows that neither the record implies
+        nor its last commit wrote are stale and deleted (once past the grace period in which
+        they may be a commit's intent). Cost: the page plus the stale rows met, at most
+        MAX_EXAMINED rows; past that the page ends early, with a continuation.
+        """
+        lower, upper = wanted.row_bounds()
+        partitions = wanted.partitions()
+        found: list[tuple[str, StoredAppointment]] = []
+        stale: set[listing.Key] = set()
+        cursor = after
+        examined = 0
+        try:
+            while True:
+                need = limit - len(found)
+                chunk = self._chunk(partitions, lower, upper, cursor, need + 1)
+                candidates = chunk[:need]
+                ids = [self._pointed(row) for row in candidates]
+                loaded = parallel(
+                    lambda external_id: None if external_id is None else self._load(external_id),
+                    ids,
+                )
+                for row, external_id, stored in zip(candidates, ids, loaded, strict=True):
+                    cursor = str(row["RowKey"])
+                    examined += 1
+                    if external_id is None or stored is None:
+                        continue  # not an index row: an appointment whose id looks like one
+                    facts = listing.stored_facts(external_id, stored)
+                    key = (str(row["PartitionKey"]), cursor)
+                    if key in listing.rows_for(facts):
+                        if facts is not None and wanted.matches(facts):
+                            found.append((external_id, stored))
+                    elif self._deletable(row, key, stored):
+                        stale.add(key)
+                if len(found) == limit:
+                    return Page(found, cursor if len(chunk) > need else None)
+                if len(chunk) <= need:
+                    return Page(found, None)
+                if examined >= MAX_EXAMINED:
+                    return Page(found, cursor)
+        finally:
+            if stale:
+                self.drop(stale)
+
+    @staticmethod
+    def _pointed(row: Mapping[str, Any]) -> str | None:
+        """The id an index row points at, or None for a row that is not an index row."""
+        try:
+            external_id = listing.id_of(str(row["RowKey"]))
+        except ValueError:
+            return None
+        return external_id if row.get("IndexOf") == external_id else None
+
+    @staticmethod
+    def _deletable(row: Mapping[str, Any], key: listing.Key, stored: StoredAppointment) -> bool:
+        if stored.applied is not None and key in stored.applied.indexed:
+            return False  # its writer still counts it: the next commit deletes or reuses it
+        written = row.get("__timestamp")
+        if not isinstance(written, datetime):
+            return False
+        return (datetime.now(UTC) - written).total_seconds() > STALE_GRACE_SECONDS
 
 
 def _identifier_key(identifier: str) -> str:

@@ -22,6 +22,7 @@ EXPECTED = {
     "throughput": {"runs", "target", "configured_threads", "default_threads", "max_in_flight"},
     "coldstart": {"scenarios", "comparison", "package"},
     "memory": {"samples", "peak_rss_mb", "slope_mb_per_1000", "flat"},
+    "listing": {"runs", "ratio", "target", "commit"},
 }
 
 

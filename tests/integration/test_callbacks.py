@@ -280,8 +280,10 @@ def test_a_crash_right_after_the_commit_still_delivers(
     real = AppointmentStore.commit_applied
     crashed: list[str] = []
 
-    def commit_then_die(self: AppointmentStore, external_id: str, state: Any, etag: Any) -> str:
-        written = real(self, external_id, state, etag)
+    def commit_then_die(
+        self: AppointmentStore, external_id: str, state: Any, etag: Any, **kwargs: Any
+    ) -> str:
+        written = real(self, external_id, state, etag, **kwargs)
         if state.callback is not None and not crashed:
             crashed.append(external_id)
             raise RuntimeError("the worker died right after the commit")

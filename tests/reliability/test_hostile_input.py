@@ -1,6 +1,6 @@
 """Hostile input: schemathesis from docs/openapi.yaml, hypothesis bodies, fuzzed queue messages.
 
-* schemathesis generates positive and negative cases for all four routes from the OpenAPI
+* schemathesis generates positive and negative cases for every route from the OpenAPI
   description and sends them over loopback HTTP to a tiny stdlib server that maps the routes to
   the in-process functions (as the Functions host does). Most webhook cases are signed over
   the exact bytes sent, so they get past the signature and exercise validation; the rest keep
@@ -44,10 +44,12 @@ from shared.http_api import (
     get_appointment,
     get_source_health,
     health,
+    list_appointments,
     list_organizers,
     receive_appointments,
     receive_source,
     reconcile_appointment,
+    reconcile_appointments,
     resend_callback,
     save_organizers,
 )
@@ -70,7 +72,12 @@ from tests.unit.factories import DOCUMENT_FIELDS
 
 OPENAPI = Path(__file__).resolve().parents[2] / "docs" / "openapi.yaml"
 SIGNED_SHARE = 9  # of 10 webhook cases carry a valid signature
-HTTP_CASES = {"POST /api/webhooks/appointments": 1650, "default": 200}
+# Bulk replays enqueue up to 1000 messages each: fewer cases keep the run's queue small.
+HTTP_CASES = {
+    "POST /api/webhooks/appointments": 1650,
+    "POST /api/appointments/reconcile": 60,
+    "default": 200,
+}
 MINIMUM_REQUESTS = 2000
 
 
@@ -95,6 +102,10 @@ def _route(method: str, parts: list[str]) -> tuple[Handler, dict[str, str]] | No
         return health, {}
     if method == "GET" and len(rest) == 2 and rest[0] == "sources":
         return get_source_health, {"source": rest[1]}
+    if rest == ["appointments"] and method == "GET":
+        return list_appointments, {}
+    if rest == ["appointments", "reconcile"] and method == "POST":
+        return reconcile_appointments, {}
     if len(rest) == 2 and rest[0] == "appointments" and method == "GET":
         return get_appointment, {"externalAppointmentId": rest[1]}
     if len(rest) == 2 and rest[0] == "appointments" and method == "DELETE":
