@@ -129,3 +129,23 @@ def parse_message(text: str) -> AppointmentEvent | EraseEvent:
             raise MalformedMessage("erase or correlationId has the wrong type")
         return EraseEvent(external_id, correlation_id[:64])
     return AppointmentEvent.from_message(text)
+
+
+def names_appointment(text: str, external_id: str) -> bool:
+    """Whether an `appointment-events` message (valid or not) is about `external_id`.
+
+    Erasure uses it to clear the poison queue: a parked message holds the whole document, and
+    one parked because it was invalid must still be found, so this reads only the id fields
+    instead of parsing the message.
+    """
+    try:
+        body = json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    if not isinstance(body, dict):
+        return False
+    document = body.get("document")
+    named = {body.get("externalAppointmentId"), body.get("erase")}
+    if isinstance(document, dict):
+        named.add(document.get("externalAppointmentId"))
+    return external_id in named

@@ -26,7 +26,13 @@ from urllib.parse import quote
 from shared.callbacks import callback_type, message_for, owe
 from shared.directory import Directory, unmapped_message
 from shared.documents import AppointmentDocument, version_key
-from shared.events import AppointmentEvent, EraseEvent, MalformedMessage, parse_message
+from shared.events import (
+    AppointmentEvent,
+    EraseEvent,
+    MalformedMessage,
+    names_appointment,
+    parse_message,
+)
 from shared.graph import (
     CALL_DEADLINE_SECONDS,
     GraphError,
@@ -331,7 +337,7 @@ class Reconciler:
                 return Result.SETTLED
             state = stored.applied
             if state is None:
-                self._store.forget_callback_progress(external_id)
+                self._forget_traces(external_id)
                 return Result.APPLIED
             now = self._clock()
             if state.lease_owner and state.lease_until > now:
@@ -340,7 +346,7 @@ class Reconciler:
             if scrubbed.meeting_id is None and not scrubbed.intents:
                 if self._commit(external_id, scrubbed, stored.applied_etag, None) is None:
                     continue
-                self._store.forget_callback_progress(external_id)
+                self._forget_traces(external_id)
                 log.info(
                     "appointment %s erased (correlation %s)", external_id, event.correlation_id
                 )
@@ -378,10 +384,19 @@ class Reconciler:
             )
             if self._commit(external_id, done, etag, None) is None:
                 continue
-            self._store.forget_callback_progress(external_id)
+            self._forget_traces(external_id)
             log.info("appointment %s erased (correlation %s)", external_id, event.correlation_id)
             return Result.APPLIED
         raise RetryLater("too many concurrent changes")
+
+    def _forget_traces(self, external_id: str) -> None:
+        """What erasure clears besides the record: the callback progress row (its `data` is
+        rebuilt from the record, but its row names the last attempt) and any message of the
+        appointment parked in appointment-events-poison, which holds a whole document."""
+        self._store.forget_callback_progress(external_id)
+        removed = self._queue.forget_poisoned(lambda text: names_appointment(text, external_id))
+        if removed:
+            log.info("appointment %s: %d parked message(s) erased", external_id, removed)
 
     def _unmapped(
         self, attempt: _Attempt, document: AppointmentDocument, unmapped: _Unmapped

@@ -76,6 +76,9 @@ ORGANIZER = "organizer"
 # Delivery ids (HL7 MSH-10) kept per appointment to recognise a repeat: enough for any
 # interface engine's resend window, small enough for one table property.
 KEPT_DELIVERY_IDS = 32
+# How long erasure's walk of a poison queue hides each message it looks at (EventQueue
+# .forget_poisoned): longer than the walk, short enough that an operator barely notices.
+POISON_SCAN_HIDE_SECONDS = 30
 # Bounded so that a storage outage is a fast 503 (SPEC: within 10 s). One call at its worst:
 # two attempts of (connect 2 s + read 2.5 s) with a 0.2 s pause between them, about 9.2 s.
 CONNECT_SECONDS = 2.0
@@ -251,6 +254,35 @@ class EventQueue:
     def send_to_poison(self, text: str) -> None:
         """Park a message the reconciler must not retry, where an operator will see it."""
         self._send(self._poison, text, None)
+
+    def forget_poisoned(self, belongs: Callable[[str], bool], *, limit: int = 5000) -> int:
+        """Delete the parked messages `belongs` picks; how many it deleted.
+
+        A queue has no query: this receives the poison queue in pages, each message hidden
+        for POISON_SCAN_HIDE_SECONDS so the walk does not meet it twice, and deletes the ones
+        that belong; the rest reappear unchanged (apart from their dequeue count, which nothing
+        reads there). At most `limit` messages are examined, so a flooded poison queue costs
+        a bounded call. Nothing is lost when it fails midway: it is only ever a delete.
+        """
+
+        def scan() -> int:
+            deleted = 0
+            pages = self._poison.receive_messages(
+                messages_per_page=32, visibility_timeout=POISON_SCAN_HIDE_SECONDS
+            )
+            for seen, message in enumerate(pages, start=1):
+                if belongs(str(message.content)):
+                    with contextlib.suppress(ResourceNotFoundError):  # gone already
+                        self._poison.delete_message(message)
+                    deleted += 1
+                if seen >= limit:
+                    break
+            return deleted
+
+        try:
+            return _guard(scan)
+        except ResourceNotFoundError:
+            return 0  # no poison queue yet: nothing was ever parked
 
 
 class CombinedInvalid(Exception):

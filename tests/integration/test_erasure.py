@@ -8,6 +8,7 @@ changes nothing, and a newer version is a new booking.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -19,6 +20,9 @@ from azure.storage.queue import QueueClient, QueueServiceClient
 
 from devtools.azurite import Azurite
 from devtools.graph_emulator import GraphEmulator
+from shared import storage
+from shared.documents import parse_document
+from shared.events import AppointmentEvent
 from shared.http_api import erase_appointment, get_appointment, receive_appointments
 from shared.settings import POISON_QUEUE_NAME
 from tests.integration.queue_host import reconcile_all
@@ -163,3 +167,37 @@ def test_an_erased_failed_appointment_has_no_meeting_to_delete(
     reconcile_all(event_queue, poison)
     assert status(body["externalAppointmentId"]) == 404
     assert traces(azurite, client) == []
+
+
+def test_erasure_clears_the_appointments_parked_messages_and_leaves_the_rest(
+    event_queue: QueueClient,
+    poison: QueueClient,
+    emulator: GraphEmulator,
+    azurite: Azurite,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A message parked in appointment-events-poison holds the whole document: erasure finds
+    it (also one parked because its document was invalid) and leaves other appointments'."""
+    client, other = Client(), Client()
+    body, kept = client.booking(), other.booking()
+    assert post(body) == 202
+    reconcile_all(event_queue, poison)
+    parsed = parse_document(body)
+    assert not isinstance(parsed, list)
+    poison.send_message(AppointmentEvent(parsed, "parked").to_message())
+    broken = {"correlationId": "parked", "document": body | {"endDateTime": "never"}}
+    poison.send_message(json.dumps(broken))
+    poison.send_message(json.dumps({"document": kept, "correlationId": "other"}))
+    poison.send_message("not json at all")
+    assert len(traces(azurite, client)) > 1
+    monkeypatch.setattr(storage, "POISON_SCAN_HIDE_SECONDS", 1)
+
+    assert delete(body["externalAppointmentId"]).status_code == 202
+    reconcile_all(event_queue, poison)
+
+    assert traces(azurite, client) == []
+    time.sleep(1.5)  # the messages the walk looked at and kept are visible again
+    left = sorted(m.content for m in poison.peek_messages(max_messages=32))
+    assert len(left) == 2
+    assert left[0] == "not json at all"
+    assert other.email in left[1]
