@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from functools import cache
+from typing import Any
 from urllib.parse import quote
 
 import azure.functions as func
@@ -49,6 +50,15 @@ def correlation_id(request: func.HttpRequest) -> str:
 def _respond(reply: Reply, correlation: str) -> func.HttpResponse:
     headers = {**reply.headers, CORRELATION_HEADER: correlation}
     return func.HttpResponse(body=reply.body, status_code=reply.status, headers=headers)
+
+
+def _json_body(request: func.HttpRequest) -> Any:
+    """The body as JSON, or the 400 Problem that says it is not JSON (a Problem is never a
+    JSON value, so callers tell the two apart with isinstance)."""
+    try:
+        return json.loads(request.get_body().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return validation_problem("The body is not valid JSON.", [FieldError("", "not JSON")])
 
 
 def _misconfigured(error: SettingsError, what: str, correlation: str) -> func.HttpResponse:
@@ -185,11 +195,9 @@ def reconcile_appointments(req: func.HttpRequest) -> func.HttpResponse:
     `appointments/{id}/reconcile`; being POST, it never meets `GET appointments/{id}` either.
     """
     correlation = correlation_id(req)
-    try:
-        value = json.loads(req.get_body().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        problem = validation_problem("The body is not valid JSON.", [FieldError("", "not JSON")])
-        return _respond(Reply.problem(problem), correlation)
+    value = _json_body(req)
+    if isinstance(value, Problem):
+        return _respond(Reply.problem(value), correlation)
     query = listing.parse_replay_body(value)
     if isinstance(query, list):
         problem = validation_problem("The request body has invalid fields.", query)
@@ -376,11 +384,9 @@ def _replay(external_id: str, correlation: str) -> None:
 def save_organizers(req: func.HttpRequest) -> func.HttpResponse:
     """Map sources' organizer identifiers to Teams users; replays what waited on them."""
     correlation = correlation_id(req)
-    try:
-        value = json.loads(req.get_body().decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
-        problem = validation_problem("The body is not valid JSON.", [FieldError("", "not JSON")])
-        return _respond(Reply.problem(problem), correlation)
+    value = _json_body(req)
+    if isinstance(value, Problem):
+        return _respond(Reply.problem(value), correlation)
     entries = parse_entries(value)
     if entries and isinstance(entries[0], FieldError):
         errors = [e for e in entries if isinstance(e, FieldError)]

@@ -477,18 +477,10 @@ class AppointmentStore:
                 return SaveOutcome.DUPLICATE
             if version < current["Version"]:
                 return SaveOutcome.STALE
-            etag = current["__etag"]
             try:
-                self._call(
-                    lambda: self._table.update_entity(
-                        entity,
-                        mode=UpdateMode.REPLACE,
-                        etag=etag,  # noqa: B023 - called at once, inside this iteration
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-                )
+                self._write_over(document.external_appointment_id, entity, current["__etag"])
                 return SaveOutcome.NEWER
-            except (ResourceModifiedError, ResourceNotFoundError):
+            except ConcurrencyConflict:
                 continue
 
     def save_delivery(
@@ -526,22 +518,12 @@ class AppointmentStore:
             entity["CorrelationId"] = correlation_id
             if enqueue is not None:
                 enqueue(final)
+            etag = None if current is None else current["__etag"]
             try:
-                if current is None:
-                    self._call(lambda: self._table.create_entity(entity))  # noqa: B023
-                    return Saved(SaveOutcome.CREATED, final)
-                etag = current["__etag"]
-                self._call(
-                    lambda: self._table.update_entity(
-                        entity,  # noqa: B023 - called at once, inside this iteration
-                        mode=UpdateMode.REPLACE,
-                        etag=etag,  # noqa: B023
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-                )
-                return Saved(SaveOutcome.NEWER, final)
-            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                self._write_over(document.external_appointment_id, entity, etag)
+            except ConcurrencyConflict:
                 continue
+            return Saved(SaveOutcome.CREATED if current is None else SaveOutcome.NEWER, final)
 
     @staticmethod
     def _decide(
@@ -669,22 +651,12 @@ class AppointmentStore:
                 "Parts": "",
                 "Erased": now,
             }
+            etag = None if desired_row is None else desired_row["__etag"]
             try:
-                if desired_row is None:
-                    self._call(lambda: self._table.create_entity(entity))  # noqa: B023
-                else:
-                    etag = desired_row["__etag"]
-                    self._call(
-                        lambda: self._table.update_entity(
-                            entity,  # noqa: B023 - called at once, inside this iteration
-                            mode=UpdateMode.REPLACE,
-                            etag=etag,  # noqa: B023
-                            match_condition=MatchConditions.IfNotModified,
-                        )
-                    )
-                return True
-            except (ResourceExistsError, ResourceModifiedError, ResourceNotFoundError):
+                self._write_over(external_id, entity, etag)
+            except ConcurrencyConflict:
                 continue
+            return True
 
     def forget_callback_progress(self, external_id: str) -> None:
         """Delete the callback progress row (erasure): it is gone once this returns."""
@@ -746,8 +718,15 @@ class AppointmentStore:
         self.index.drop(before - after)
         return written
 
-    def _write_over(self, external_id: str, entity: dict[str, Any], etag: str | None) -> str:
-        """Create `entity` (etag None) or replace it as it was read; its new ETag.
+    def _write_over(
+        self,
+        external_id: str,
+        entity: dict[str, Any],
+        etag: str | None,
+        mode: UpdateMode = UpdateMode.REPLACE,
+    ) -> str:
+        """Create `entity` (etag None) or replace it (or merge it into it) as it was read; its
+        new ETag.
 
         ConcurrencyConflict when another writer got there first.
         """
@@ -758,7 +737,7 @@ class AppointmentStore:
                 written = self._call(
                     lambda: self._table.update_entity(
                         entity,
-                        mode=UpdateMode.REPLACE,
+                        mode=mode,
                         etag=etag,
                         match_condition=MatchConditions.IfNotModified,
                     )
@@ -801,16 +780,9 @@ class AppointmentStore:
                 "RowKey": APPLIED,
                 "Indexed": json.dumps([list(k) for k in sorted(keys | set(state.indexed))]),
             }
-            etag = row["__etag"]
-            with contextlib.suppress(ResourceModifiedError, ResourceNotFoundError):
-                self._call(
-                    lambda: self._table.update_entity(
-                        patch,  # noqa: B023 - called at once, inside this iteration
-                        mode=UpdateMode.MERGE,
-                        etag=etag,  # noqa: B023
-                        match_condition=MatchConditions.IfNotModified,
-                    )
-                )
+            # A commit since the scan wrote its own rows: nothing to add to it.
+            with contextlib.suppress(ConcurrencyConflict):
+                self._write_over(external_id, patch, row["__etag"], UpdateMode.MERGE)
             count += 1
         return count
 
