@@ -1,4 +1,4 @@
-"""`python -m bench [--quick] [--only intake,reconcile,callbacks,listing,...] [--results DIR]`.
+"""`python -m bench [--quick] [--only intake,reconcile,attendance,...] [--results DIR]`.
 
 Each benchmark prints a table and writes `bench/results/<name>.json`. `--quick` uses tiny sizes
 (the smoke test runs it); the full run takes a few minutes on two cores.
@@ -13,7 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import callbacks, coldstart, directory, intake, listing, memory, reconcile, throughput
+from bench import (
+    attendance,
+    callbacks,
+    coldstart,
+    directory,
+    intake,
+    listing,
+    memory,
+    reconcile,
+    throughput,
+)
 from bench.common import RESULTS, Stack, machine, stack, write_result
 
 Runner = Callable[..., dict[str, Any]]
@@ -27,6 +37,7 @@ BENCHMARKS: dict[str, tuple[Runner, Reporter]] = {
     "coldstart": (coldstart.run, coldstart.report),
     "memory": (memory.run, memory.report),
     "listing": (listing.run, listing.report),
+    "attendance": (attendance.run, attendance.report),
 }
 
 

@@ -48,6 +48,8 @@ def clear_app_caches() -> None:
     runtime.callback_client.cache_clear()
     runtime.callback_queue.cache_clear()
     runtime.callback_delivery.cache_clear()
+    runtime.attendance_queue.cache_clear()
+    runtime.attendance_check.cache_clear()
 
 
 @dataclass

@@ -53,8 +53,8 @@ param callbackRetrySchedule string = ''
 @description('Grant VirtualAppointmentNotification.Send so the app can send SMS (needs Teams Premium).')
 param enableSms bool = false
 
-@description('Grant OnlineMeetingArtifact.Read.All for attendance reports. Off until the app reads attendance (the checks are not wired yet): least privilege.')
-param enableAttendance bool = false
+@description('Attendance after each appointment: grant OnlineMeetingArtifact.Read.All so the app reads the attendance reports ATTENDANCE_DELAY_MINUTES after each end; false grants nothing and sets ATTENDANCE_ENABLED=false (no checks).')
+param enableAttendance bool = true
 
 @description('Client e-mail with a calendar invite: grant Mail.Send (see grantEntraMailSend) and set MAIL_SENDER.')
 param enableClientEmail bool = false
@@ -100,6 +100,8 @@ var queueName = 'appointment-events'
 var poisonQueueName = 'appointment-events-poison'
 var callbackQueueName = 'appointment-callbacks'
 var callbackPoisonQueueName = 'appointment-callbacks-poison'
+var attendanceQueueName = 'appointment-attendance'
+var attendancePoisonQueueName = 'appointment-attendance-poison'
 var tableName = 'appointments'
 var directoryTableName = 'organizers'
 var sourceHealthTableName = 'sourcehealth'
@@ -150,6 +152,8 @@ module storage 'app/storage.bicep' = {
     poisonQueueName: poisonQueueName
     callbackQueueName: callbackQueueName
     callbackPoisonQueueName: callbackPoisonQueueName
+    attendanceQueueName: attendanceQueueName
+    attendancePoisonQueueName: attendancePoisonQueueName
     tableName: tableName
     directoryTableName: directoryTableName
     sourceHealthTableName: sourceHealthTableName
@@ -218,6 +222,7 @@ module api 'app/api.bicep' = {
     callbackRetrySchedule: callbackRetrySchedule
     enableClientEmail: enableClientEmail
     mailSender: mailSender
+    enableAttendance: enableAttendance
     graphBaseUrl: graphBaseUrl
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB

@@ -1,4 +1,5 @@
-"""Queue functions: reconcile each appointment event, deliver each callback. Thin adapters.
+"""Queue functions: reconcile each appointment event, deliver each callback, check each
+appointment's attendance. Thin adapters.
 
 Imports nothing of the Graph SDK at load time (the Graph helper is created on first use), so
 registering it beside the HTTP functions costs the webhook path nothing.
@@ -9,7 +10,12 @@ from __future__ import annotations
 import azure.functions as func
 
 from shared import runtime
-from shared.settings import CALLBACK_QUEUE_NAME, QUEUE_NAME, STORAGE_SETTING
+from shared.settings import (
+    ATTENDANCE_QUEUE_NAME,
+    CALLBACK_QUEUE_NAME,
+    QUEUE_NAME,
+    STORAGE_SETTING,
+)
 
 blueprint = func.Blueprint()
 
@@ -37,3 +43,18 @@ def deliver_callback(msg: func.QueueMessage) -> None:
     """
     text = msg.get_body().decode("utf-8", errors="replace")
     runtime.callback_delivery().handle(text)
+
+
+@blueprint.function_name("check_attendance")
+@blueprint.queue_trigger(
+    arg_name="msg", queue_name=ATTENDANCE_QUEUE_NAME, connection=STORAGE_SETTING
+)
+def check_attendance(msg: func.QueueMessage) -> None:
+    """Read who joined an appointment's meeting once it has ended (shared/attendance_check.py).
+
+    Each message re-sends itself while it is not due yet or no report exists yet; raising
+    (storage trouble) hands it back to the host, which moves it to
+    `appointment-attendance-poison` after maxDequeueCount attempts.
+    """
+    text = msg.get_body().decode("utf-8", errors="replace")
+    runtime.attendance_check().handle(text)

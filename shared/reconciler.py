@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from urllib.parse import quote
 
+from shared.attendance_check import check_key, first_message, hide_for
 from shared.callbacks import callback_type, message_for, owe
 from shared.directory import Directory, unmapped_message
 from shared.documents import AppointmentDocument, version_key
@@ -147,9 +148,13 @@ class Reconciler:
         mail_sender: str | None = None,
         clock: Callable[[], float] = time.time,
         retry_window_seconds: float = DEFAULT_RETRY_WINDOW_SECONDS,
+        attendance_queue: EventQueue | None = None,
+        attendance_delay_seconds: float = 600.0,
     ) -> None:
         """`has_callbacks(source)` says whether a document's source (None: the default one)
-        has a callback URL; its callbacks are enqueued on `callback_queue`."""
+        has a callback URL; its callbacks are enqueued on `callback_queue`. Attendance checks
+        (shared/attendance_check.py) are scheduled on `attendance_queue` (None: none), due
+        `attendance_delay_seconds` after each meeting's end."""
         self._store = store
         self._queue = queue
         self._callback_queue = callback_queue
@@ -160,6 +165,8 @@ class Reconciler:
         self._semantics = semantics
         self._clock = clock
         self._retry_window = retry_window_seconds
+        self._attendance_queue = attendance_queue
+        self._attendance_delay = attendance_delay_seconds
 
     def handle(self, text: str, dequeue_count: int) -> Result:
         """Process one message; raise RetryLater to have the host redeliver it."""
@@ -495,7 +502,29 @@ class Reconciler:
             after = owe(after, kind, self._clock())
             assert after.callback is not None
             self._callback_queue.send(message_for(external_id, after.callback).to_message())
+        after = self._schedule_attendance(external_id, attempt.state, after)
         return self._commit(external_id, after, etag, attempt.shown)
+
+    def _schedule_attendance(
+        self, external_id: str, before: AppliedState, after: AppliedState
+    ) -> AppliedState:
+        """A change that gives the appointment a meeting or an end it did not have owes an
+        attendance check after that end; its message (hidden until it is due, at most 7 days
+        at a time) goes before the commit, like a callback's, so no crash can lose it.
+
+        The attendance on the record describes the meeting and end it was read for: once a
+        version moves either (or cancels), it goes, and the new end's check writes it anew.
+        """
+        key = check_key(after)
+        if key == check_key(before):
+            return after
+        if key is not None and self._attendance_queue is not None and after.version:
+            now = self._clock()
+            message = first_message(external_id, key, after.version, self._attendance_delay, now)
+            self._attendance_queue.send(
+                message.to_message(), visibility_timeout=hide_for(message.due, now)
+            )
+        return replace(after, attendance=None) if after.attendance is not None else after
 
     def _commit(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from shared.attendance import Attendance
 from shared.callbacks import OwedCallback, Progress
 from shared.callbacks import view as callback_view
 from shared.documents import AppointmentDocument, utc_text
@@ -105,6 +106,10 @@ class AppliedState:
     # The latest callback owed to the sender (SPEC "signed callbacks"), written in the same
     # commit as the change that owes it: the durable outbox (see shared/callbacks.py).
     callback: OwedCallback | None = None
+    # Who joined the meeting (SPEC "After the appointment: attendance"), written by the
+    # attendance check (shared/attendance_check.py) for the current meeting and end; the
+    # reconciler clears it when a version moves the meeting or its end (a new check follows).
+    attendance: Attendance | None = None
     # Versions finished so far (applied or failed): the next version's invite SEQUENCE is this
     # + 1, so it grows with every version, and a retry of one version keeps its number.
     finished_versions: int = 0
@@ -129,12 +134,26 @@ class AppliedState:
 
 
 @dataclass(frozen=True)
+class AttendanceClaim:
+    """One attendance check in progress (its own small row, never the applied one).
+
+    Taken with an ETag-guarded write before the Graph calls, so two deliveries of a check
+    message (the queue delivers at least once) never read Graph for one meeting at once.
+    """
+
+    owner: str
+    until: float  # unix seconds; a claim past this is free to take
+
+
+@dataclass(frozen=True)
 class StoredAppointment:
     desired: DesiredVersion | None
     applied: AppliedState | None
     applied_etag: str | None = None
     callback_progress: Progress | None = None
     callback_etag: str | None = None
+    attendance_claim: AttendanceClaim | None = None
+    attendance_claim_etag: str | None = None
     # Erased on request (DELETE /api/appointments/{id}): the desired row is a tombstone.
     erased: bool = False
 
@@ -181,6 +200,8 @@ def status_view(stored: StoredAppointment) -> dict[str, Any]:
     }
     if applied.error is not None:
         view["error"] = applied.error.to_json()
+    if applied.attendance is not None:
+        view["attendance"] = applied.attendance.to_json()
     callback = callback_view(applied.callback, stored.callback_progress)
     if callback is not None:
         view["callback"] = callback

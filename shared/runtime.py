@@ -16,6 +16,7 @@ from shared.directory import Directory
 from shared.storage import AppointmentStore, EventQueue, OrganizerTable
 
 if TYPE_CHECKING:
+    from shared.attendance_check import AttendanceCheck
     from shared.callback_delivery import CallbackDelivery
     from shared.graph import GraphGateway
     from shared.outbound import CallbackClient
@@ -40,6 +41,32 @@ def queue() -> EventQueue:
 @cache
 def callback_queue() -> EventQueue:
     return EventQueue.callbacks_from_settings(settings.current().storage)
+
+
+@cache
+def attendance_queue() -> EventQueue:
+    return EventQueue.attendance_from_settings(settings.current().storage)
+
+
+@cache
+def attendance_check() -> AttendanceCheck:
+    from shared.attendance_check import AttendanceCheck, Timing
+    from shared.storage import ConcurrencyConflict
+
+    current = settings.current()
+    return AttendanceCheck(
+        store(),
+        attendance_queue(),
+        graph_gateway,
+        Timing(
+            current.attendance_delay_seconds,
+            current.attendance_retry_seconds,
+            current.attendance_window_seconds,
+        ),
+        is_conflict=lambda error: isinstance(error, ConcurrencyConflict),
+        callback_queue=callback_queue(),
+        has_callbacks=lambda source: settings.current().callback_target(source) is not None,
+    )
 
 
 @cache
@@ -92,4 +119,6 @@ def reconciler() -> Reconciler:
         has_callbacks=lambda source: settings.current().callback_target(source) is not None,
         mail_sender=settings.current().mail_sender,
         retry_window_seconds=settings.current().retry_window_seconds,
+        attendance_queue=attendance_queue() if settings.current().attendance_enabled else None,
+        attendance_delay_seconds=settings.current().attendance_delay_seconds,
     )

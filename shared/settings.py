@@ -26,6 +26,8 @@ QUEUE_NAME = "appointment-events"
 POISON_QUEUE_NAME = f"{QUEUE_NAME}-poison"
 CALLBACK_QUEUE_NAME = "appointment-callbacks"
 CALLBACK_POISON_QUEUE_NAME = f"{CALLBACK_QUEUE_NAME}-poison"
+ATTENDANCE_QUEUE_NAME = "appointment-attendance"
+ATTENDANCE_POISON_QUEUE_NAME = f"{ATTENDANCE_QUEUE_NAME}-poison"
 TABLE_NAME = "appointments"
 STORAGE_SETTING = "AzureWebJobsStorage"
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
@@ -86,6 +88,25 @@ class Settings:
     callback_retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
     # The mailbox client e-mail is sent from (UPN or object id); None: no e-mail is sent.
     mail_sender: str | None = None
+    # Attendance after each appointment (SPEC "After the appointment: attendance").
+    # ATTENDANCE_ENABLED=false schedules no checks (the deployment did not grant
+    # OnlineMeetingArtifact.Read.All); checks already queued still run.
+    attendance_enabled: bool = True
+    attendance_delay_minutes: float = 10.0
+    attendance_retry_minutes: float = 15.0
+    attendance_window_hours: float = 24.0
+
+    @property
+    def attendance_delay_seconds(self) -> float:
+        return self.attendance_delay_minutes * 60.0
+
+    @property
+    def attendance_retry_seconds(self) -> float:
+        return self.attendance_retry_minutes * 60.0
+
+    @property
+    def attendance_window_seconds(self) -> float:
+        return self.attendance_window_hours * 3600.0
 
     @property
     def default_source(self) -> SourceConfig:
@@ -146,8 +167,9 @@ class Settings:
                 raise SettingsError(name, f"must be at least {minimum}")
             return value
 
-        def duration(name: str, default: float) -> float:
-            """A `..._MINUTES`/`_HOURS`/`_DAYS` setting: a positive number, fractions allowed."""
+        def duration(name: str, default: float, *, zero: bool = False) -> float:
+            """A `..._MINUTES`/`_HOURS`/`_DAYS` setting: a positive number, fractions allowed
+            (`zero`: 0 too)."""
             raw = environ.get(name, "").strip()
             if not raw:
                 return default
@@ -155,8 +177,9 @@ class Settings:
                 value = float(raw)
             except ValueError:
                 raise SettingsError(name, "must be a number, e.g. 60 or 0.5") from None
-            if not math.isfinite(value) or value <= 0:
-                raise SettingsError(name, "must be a positive number")
+            if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+                rule = "a positive number or 0" if zero else "a positive number"
+                raise SettingsError(name, f"must be {rule}")
             return value
 
         prefix = STORAGE_SETTING + "__"
@@ -194,6 +217,12 @@ class Settings:
             default_callback=default_callback,
             callback_retry_schedule=schedule,
             mail_sender=(environ.get("MAIL_SENDER") or "").strip() or None,
+            attendance_enabled=_switch(
+                "ATTENDANCE_ENABLED", environ.get("ATTENDANCE_ENABLED") or "true"
+            ),
+            attendance_delay_minutes=duration("ATTENDANCE_DELAY_MINUTES", 10.0, zero=True),
+            attendance_retry_minutes=duration("ATTENDANCE_RETRY_MINUTES", 15.0),
+            attendance_window_hours=duration("ATTENDANCE_WINDOW_HOURS", 24.0, zero=True),
         )
 
 

@@ -37,6 +37,7 @@ from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient
 
 from shared import listing
 from shared import parts as assembly
+from shared.attendance import Attendance
 from shared.callbacks import OwedCallback, Progress
 from shared.directory import Entry
 from shared.documents import (
@@ -49,6 +50,7 @@ from shared.documents import (
 from shared.health import RECENT, Refusal, Tally, refusal_key
 from shared.records import (
     AppliedState,
+    AttendanceClaim,
     DesiredVersion,
     ErrorInfo,
     Intent,
@@ -56,6 +58,8 @@ from shared.records import (
     StoredAppointment,
 )
 from shared.settings import (
+    ATTENDANCE_POISON_QUEUE_NAME,
+    ATTENDANCE_QUEUE_NAME,
     CALLBACK_POISON_QUEUE_NAME,
     CALLBACK_QUEUE_NAME,
     DIRECTORY_TABLE_NAME,
@@ -72,6 +76,7 @@ T = TypeVar("T")
 DESIRED = "desired"
 APPLIED = "applied"
 CALLBACK = "callback"
+ATTENDANCE_CLAIM = "attendance"
 ORGANIZER = "organizer"
 # Delivery ids (HL7 MSH-10) kept per appointment to recognise a repeat: enough for any
 # interface engine's resend window, small enough for one table property.
@@ -214,9 +219,14 @@ class EventQueue:
     """A queue and its poison queue as plain-text JSON messages: `appointment-events` for the
     reconciler, `appointment-callbacks` for callback delivery."""
 
-    def __init__(self, queue: QueueClient, poison: QueueClient) -> None:
+    def __init__(
+        self, queue: QueueClient, poison: QueueClient, *, time_to_live: int | None = None
+    ) -> None:
+        """`time_to_live` (seconds; -1: never) for the queue's messages; None: Azure's
+        default of 7 days."""
         self._queue = queue
         self._poison = poison
+        self._time_to_live = time_to_live
 
     @classmethod
     def from_settings(cls, settings: StorageSettings) -> EventQueue:
@@ -226,9 +236,16 @@ class EventQueue:
         )
 
     @staticmethod
-    def _send(queue: QueueClient, text: str, visibility_timeout: int | None) -> None:
+    def _send(
+        queue: QueueClient,
+        text: str,
+        visibility_timeout: int | None,
+        time_to_live: int | None = None,
+    ) -> None:
         def send() -> None:
-            queue.send_message(text, visibility_timeout=visibility_timeout)
+            queue.send_message(
+                text, visibility_timeout=visibility_timeout, time_to_live=time_to_live
+            )
 
         try:
             _guard(send)
@@ -247,9 +264,21 @@ class EventQueue:
             service.get_queue_client(CALLBACK_POISON_QUEUE_NAME),
         )
 
+    @classmethod
+    def attendance_from_settings(cls, settings: StorageSettings) -> EventQueue:
+        """`appointment-attendance`: its messages never expire, since one waits (re-hiding
+        itself at most 7 days at a time) until its appointment has ended, however far out.
+        Azure's default time-to-live of 7 days would drop a message hidden for 7 days."""
+        service = _service(QueueServiceClient, settings, settings.queue_service_uri)
+        return cls(
+            service.get_queue_client(ATTENDANCE_QUEUE_NAME),
+            service.get_queue_client(ATTENDANCE_POISON_QUEUE_NAME),
+            time_to_live=-1,
+        )
+
     def send(self, text: str, *, visibility_timeout: int | None = None) -> None:
         """Enqueue one message; it is durable once this returns."""
-        self._send(self._queue, text, visibility_timeout)
+        self._send(self._queue, text, visibility_timeout, self._time_to_live)
 
     def send_to_poison(self, text: str) -> None:
         """Park a message the reconciler must not retry, where an operator will see it."""
@@ -339,6 +368,11 @@ def _entity_to_applied(entity: dict[str, Any]) -> AppliedState:
         notified=entity.get("Notified") or None,
         retry=_retry_from_json(entity.get("Retry")),
         callback=_callback_from_json(entity.get("Callback")),
+        attendance=(
+            Attendance.from_json(json.loads(entity["Attendance"]))
+            if entity.get("Attendance")
+            else None
+        ),
         finished_versions=int(entity.get("FinishedVersions", 0)),
         lease_owner=entity.get("LeaseOwner") or None,
         lease_until=float(entity.get("LeaseUntil", 0.0)),
@@ -410,6 +444,9 @@ def _applied_to_entity(external_id: str, state: AppliedState) -> dict[str, Any]:
         "Notified": state.notified or "",
         "Retry": _retry_to_json(state.retry),
         "Callback": json.dumps(state.callback.to_json()) if state.callback else "",
+        "Attendance": (
+            json.dumps(state.attendance.to_json(), ensure_ascii=False) if state.attendance else ""
+        ),
         "FinishedVersions": state.finished_versions,
         "LeaseOwner": state.lease_owner or "",
         "LeaseUntil": float(state.lease_until),
@@ -610,6 +647,7 @@ class AppointmentStore:
         desired = _entity_to_desired(rows[DESIRED]) if DESIRED in rows else None
         applied = rows.get(APPLIED)
         progress = rows.get(CALLBACK)
+        claim = rows.get(ATTENDANCE_CLAIM)
         return StoredAppointment(
             erased=bool(rows.get(DESIRED, {}).get("Erased")),
             desired=desired,
@@ -617,6 +655,12 @@ class AppointmentStore:
             applied_etag=applied["__etag"] if applied else None,
             callback_progress=_entity_to_progress(progress) if progress else None,
             callback_etag=progress["__etag"] if progress else None,
+            attendance_claim=(
+                AttendanceClaim(str(claim.get("Owner", "")), float(claim.get("Until", 0.0)))
+                if claim
+                else None
+            ),
+            attendance_claim_etag=claim["__etag"] if claim else None,
         )
 
     def erase(self, external_id: str, now: float) -> bool:
@@ -657,6 +701,21 @@ class AppointmentStore:
             except ConcurrencyConflict:
                 continue
             return True
+
+    def save_attendance_claim(
+        self, external_id: str, claim: AttendanceClaim, etag: str | None
+    ) -> str:
+        """Take (or release, `until` 0) the appointment's attendance claim over the row as it
+        was read (`etag`; None: there was none). ConcurrencyConflict when another worker wrote
+        it first: that worker holds the check. Its own row, so a check never contends with the
+        reconciler for the applied row until it writes its result."""
+        entity: dict[str, Any] = {
+            "PartitionKey": external_id,
+            "RowKey": ATTENDANCE_CLAIM,
+            "Owner": claim.owner,
+            "Until": float(claim.until),
+        }
+        return self._write_over(external_id, entity, etag)
 
     def forget_callback_progress(self, external_id: str) -> None:
         """Delete the callback progress row (erasure): it is gone once this returns."""

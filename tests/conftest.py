@@ -33,6 +33,8 @@ def clear_app_caches() -> None:
         "callback_queue",
         "callback_client",
         "callback_delivery",
+        "attendance_queue",
+        "attendance_check",
     ):
         cached = getattr(runtime, name, None)
         if cached is not None:

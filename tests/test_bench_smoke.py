@@ -73,6 +73,25 @@ def test_quick_benchmarks_write_every_result(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(90)
+def test_quick_attendance_benchmark_checks_each_appointment_with_the_fewest_graph_calls(
+    tmp_path: Path,
+) -> None:
+    done = _quick(tmp_path, "attendance", timeout=80)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "attendance.json").read_text())
+    assert result["benchmark"] == "attendance"
+    assert result["quick"] is True
+    assert {"graph_calls", "before_end", "early_wakes", "outcomes", "target"} <= set(result)
+    # Counts are exact at any size: one reports list per check plus one records read per
+    # report, none before the end, none for an appointment weeks out.
+    assert result["before_end"] == 0
+    assert result["far_future_calls"] == 0
+    assert result["graph_calls"]["actual"] == result["graph_calls"]["minimum"]
+    assert all(result["target"].values()), result
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
 def test_quick_callbacks_benchmark_writes_its_result(tmp_path: Path) -> None:
     done = _quick(tmp_path, "callbacks", timeout=80)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -48,6 +48,9 @@ param enableClientEmail bool = false
 @description('UPN or object id of the mailbox the client e-mail is sent from (MAIL_SENDER).')
 param mailSender string = ''
 
+@description('Attendance checks after each appointment (needs OnlineMeetingArtifact.Read.All); false writes ATTENDANCE_ENABLED=false.')
+param enableAttendance bool = true
+
 @description('Microsoft Graph base URL (national clouds use another host).')
 param graphBaseUrl string
 
@@ -65,11 +68,14 @@ param maximumInstanceCount int
 param instanceMemoryMB int
 
 // Optional settings, written only when set so that the app's defaults apply otherwise:
-// CALLBACK_RETRY_SCHEDULE (default 5,300,1800,7200,18000,36000,36000) and MAIL_SENDER (unset: no
-// client e-mail is sent, and the app warns why).
+// CALLBACK_RETRY_SCHEDULE (default 5,300,1800,7200,18000,36000,36000), MAIL_SENDER (unset: no
+// client e-mail is sent, and the app warns why) and ATTENDANCE_ENABLED (default true: written
+// only to switch the checks off where the attendance role is not granted, so the app never
+// schedules a check that Graph would refuse with 403).
 var retrySetting = empty(callbackRetrySchedule) ? {} : { CALLBACK_RETRY_SCHEDULE: callbackRetrySchedule }
 var mailSetting = (enableClientEmail && !empty(mailSender)) ? { MAIL_SENDER: mailSender } : {}
-var optionalSettings = union(retrySetting, mailSetting)
+var attendanceSetting = enableAttendance ? {} : { ATTENDANCE_ENABLED: 'false' }
+var optionalSettings = union(retrySetting, mailSetting, attendanceSetting)
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName

@@ -15,11 +15,12 @@ param principalId string
 @description('Also grant VirtualAppointmentNotification.Send (SMS); needs Teams Premium.')
 param enableSms bool = false
 
-// Reading attendance after each appointment (SPEC "After the appointment: attendance"). Off by
-// default until the app schedules the checks: a role nothing uses is not granted. The role only
-// reads reports of meetings whose organizer has the Teams access policy.
+// Reading attendance after each appointment (SPEC "After the appointment: attendance"): the app
+// schedules a check after every meeting's end, so the role is granted by default; false grants
+// nothing (and main.bicep switches the checks off). The role only reads reports of meetings whose
+// organizer has the Teams access policy.
 @description('Also grant OnlineMeetingArtifact.Read.All (attendance reports after each appointment).')
-param enableAttendance bool = false
+param enableAttendance bool = true
 
 @description('Client e-mail (MAIL_SENDER): also grant Mail.Send, unless grantEntraMailSend is false.')
 param enableClientEmail bool = false

@@ -26,6 +26,12 @@ param callbackQueueName string = 'appointment-callbacks'
 @description('Queue a callback is dead-lettered to after its last retry.')
 param callbackPoisonQueueName string = 'appointment-callbacks-poison'
 
+@description('Queue of the attendance checks, each hidden until its appointment has ended (SPEC "After the appointment: attendance").')
+param attendanceQueueName string = 'appointment-attendance'
+
+@description('Queue the Functions host moves an attendance check to after maxDequeueCount failures.')
+param attendancePoisonQueueName string = 'appointment-attendance-poison'
+
 @description('Table that holds one status record per appointment.')
 param tableName string = 'appointments'
 
@@ -144,6 +150,18 @@ resource callbackPoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/qu
   name: callbackPoisonQueueName
 }
 
+// A check waits in the queue until its appointment has ended (re-hiding itself up to 7 days at a
+// time, never expiring), so the queue holds about one message per future appointment.
+resource attendanceQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: attendanceQueueName
+}
+
+resource attendancePoisonQueue 'Microsoft.Storage/storageAccounts/queueServices/queues@2023-05-01' = {
+  parent: queueService
+  name: attendancePoisonQueueName
+}
+
 resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
   parent: storage
   name: 'default'
@@ -199,6 +217,8 @@ output queueName string = workQueue.name
 output poisonQueueName string = poisonQueue.name
 output callbackQueueName string = callbackQueue.name
 output callbackPoisonQueueName string = callbackPoisonQueue.name
+output attendanceQueueName string = attendanceQueue.name
+output attendancePoisonQueueName string = attendancePoisonQueue.name
 output tableName string = statusTable.name
 output directoryTableName string = directoryTable.name
 output sourceHealthTableName string = sourceHealthTable.name

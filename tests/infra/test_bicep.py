@@ -45,6 +45,8 @@ GRAPH_APP_ID = "00000003-0000-0000-c000-000000000000"
 # SPEC "Back to the scheduling system: signed callbacks".
 CALLBACK_QUEUE = "appointment-callbacks"
 CALLBACK_POISON_QUEUE = "appointment-callbacks-poison"
+ATTENDANCE_QUEUE = "appointment-attendance"
+ATTENDANCE_POISON_QUEUE = "appointment-attendance-poison"
 GRAPH_MODULE = "app/graph-permissions.bicep"
 SOURCES_MODULE = "app/sources.bicep"
 
@@ -154,7 +156,7 @@ def test_queues_and_table_are_created_with_the_app_names() -> None:
     main_names = {resolve(_main(), passed[p]) for p in queue_params | table_params}
     module_defaults = {resolve(storage, p) for p in queue_params | table_params}
     expected = {QUEUE_NAME, POISON_QUEUE_NAME, TABLE_NAME, DIRECTORY_TABLE_NAME, HEALTH_TABLE_NAME}
-    expected |= {CALLBACK_QUEUE, CALLBACK_POISON_QUEUE}
+    expected |= {CALLBACK_QUEUE, CALLBACK_POISON_QUEUE, ATTENDANCE_QUEUE, ATTENDANCE_POISON_QUEUE}
     assert main_names == expected
     assert module_defaults == expected
     assert {resolve(storage, p) for p in table_params} == {

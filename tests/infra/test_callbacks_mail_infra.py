@@ -79,7 +79,11 @@ def test_mail_sender_setting_only_with_client_email() -> None:
     assert _app_settings_union()["arg_3"] == "optionalSettings"
     optional = api["variables"]["optionalSettings"]["value"]["function"]
     assert optional["type"] == "union"
-    assert set(optional["parameters"].values()) == {"retrySetting", "mailSetting"}
+    assert set(optional["parameters"].values()) == {
+        "retrySetting",
+        "mailSetting",
+        "attendanceSetting",
+    }
     mail = _operands(api["variables"]["mailSetting"]["value"])
     assert mail["true_value"] == {"MAIL_SENDER": "mailSender"}
     assert mail["false_value"] == {}

@@ -82,11 +82,12 @@ def test_the_host_finds_every_function_with_its_bindings() -> None:
         "health",
         "reconcile_appointment_event",
         "deliver_callback",
+        "check_attendance",
     }
     http = {
         name: next(b for b in spec["bindings"] if b["type"] == "httpTrigger")
         for name, spec in functions.items()
-        if name not in ("reconcile_appointment_event", "deliver_callback")
+        if name not in ("reconcile_appointment_event", "deliver_callback", "check_attendance")
     }
     assert {name: (b["route"], b["methods"], b["authLevel"]) for name, b in http.items()} == {
         "receive_appointments": ("webhooks/appointments", ["POST"], "FUNCTION"),
@@ -114,6 +115,7 @@ def test_the_host_finds_every_function_with_its_bindings() -> None:
     for name, queue in (
         ("reconcile_appointment_event", "appointment-events"),
         ("deliver_callback", "appointment-callbacks"),
+        ("check_attendance", "appointment-attendance"),
     ):
         [trigger] = functions[name]["bindings"]
         assert trigger == {
