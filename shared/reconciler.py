@@ -397,10 +397,10 @@ class Reconciler:
         raise RetryLater("too many concurrent changes")
 
     def _forget_traces(self, external_id: str) -> None:
-        """What erasure clears besides the record: the callback progress row (its `data` is
-        rebuilt from the record, but its row names the last attempt) and any message of the
-        appointment parked in appointment-events-poison, which holds a whole document."""
-        self._store.forget_callback_progress(external_id)
+        """What erasure clears besides the record: the callback progress and attendance claim
+        rows, and any message of the appointment parked in appointment-events-poison, which
+        holds a whole document."""
+        self._store.forget_side_rows(external_id)
         removed = self._queue.forget_poisoned(lambda text: names_appointment(text, external_id))
         if removed:
             log.info("appointment %s: %d parked message(s) erased", external_id, removed)
@@ -743,8 +743,10 @@ def _email(
 
 def _scrubbed(state: AppliedState) -> AppliedState:
     """What may stay of an erased appointment: Graph's ids, generations, counters; no client
-    data (document, warnings, error messages), no owed callback."""
+    data (document, warnings, error messages, attendance), no owed callback. `indexed` stays
+    so that the commit which releases the lease deletes those list index rows."""
     return AppliedState(
+        indexed=state.indexed,
         organizer_id=state.organizer_id,
         meeting_id=state.meeting_id,
         join_web_url=state.join_web_url,

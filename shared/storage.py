@@ -717,10 +717,13 @@ class AppointmentStore:
         }
         return self._write_over(external_id, entity, etag)
 
-    def forget_callback_progress(self, external_id: str) -> None:
-        """Delete the callback progress row (erasure): it is gone once this returns."""
-        with contextlib.suppress(ResourceNotFoundError):
-            self._call(lambda: self._table.delete_entity(external_id, CALLBACK))
+    def forget_side_rows(self, external_id: str) -> None:
+        """Delete the callback progress and attendance claim rows (erasure): gone once this
+        returns. Neither holds client data; erasure leaves nothing of the appointment but its
+        tombstone and the scrubbed applied row."""
+        for row_key in (CALLBACK, ATTENDANCE_CLAIM):
+            with contextlib.suppress(ResourceNotFoundError):
+                self._call(lambda: self._table.delete_entity(external_id, row_key))  # noqa: B023
 
     def save_callback_progress(
         self, external_id: str, progress: Progress, etag: str | None

@@ -7,6 +7,7 @@ changes nothing, and a newer version is a new booking.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
@@ -106,6 +107,17 @@ def traces(azurite: Azurite, client: Client) -> list[str]:
     return found
 
 
+def left_of(azurite: Azurite, external_id: str) -> list[str]:
+    """The rows left anywhere that name the appointment: its own partition's, and list index
+    rows (their RowKey ends with the base64url id)."""
+    table = TableServiceClient.from_connection_string(azurite.connection_string)
+    rows = list(table.get_table_client("appointments").list_entities())
+    tag = base64.urlsafe_b64encode(external_id.encode()).decode().rstrip("=")
+    own = [r["RowKey"] for r in rows if r["PartitionKey"] == external_id]
+    indexed = [r["RowKey"] for r in rows if str(r["RowKey"]).endswith(tag)]
+    return sorted(own + indexed)
+
+
 def test_erasure_leaves_no_trace_and_sends_nothing(
     notifying: None,
     event_queue: QueueClient,
@@ -121,6 +133,7 @@ def test_erasure_leaves_no_trace_and_sends_nothing(
     assert len(emulator.meetings()) == 1
     texts, mails = len(emulator.sms_sent()), len(emulator.mail_sent())
     assert traces(azurite, client)  # the check can see the client while it is stored
+    assert len(left_of(azurite, external_id)) > 2  # and the index rows
 
     response = delete(external_id)
     assert response.status_code == 202
@@ -130,6 +143,7 @@ def test_erasure_leaves_no_trace_and_sends_nothing(
     assert (len(emulator.sms_sent()), len(emulator.mail_sent())) == (texts, mails)
     emulator.reset_calls()
     assert traces(azurite, client) == []
+    assert left_of(azurite, external_id) == ["applied", "desired"]
 
     # A late delivery of the erased version, or an older one, changes nothing.
     for late in (body, body | {"lastModifiedDateTime": "2026-11-20T09:00:00Z"}):
