@@ -135,6 +135,8 @@ module monitoring 'app/monitoring.bicep' = {
     poisonQueueName: poisonQueueName
     callbackPoisonAlertName: '${abbrs.insightsScheduledQueryRules}callback-poison-${resourceToken}'
     callbackPoisonQueueName: callbackPoisonQueueName
+    attendancePoisonAlertName: '${abbrs.insightsScheduledQueryRules}attendance-poison-${resourceToken}'
+    attendancePoisonQueueName: attendancePoisonQueueName
     actionGroupName: '${abbrs.insightsActionGroups}${resourceToken}'
     alertEmail: alertEmail
   }

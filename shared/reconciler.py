@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from urllib.parse import quote
 
-from shared.attendance_check import check_key, first_message, hide_for
+from shared.attendance_check import CheckKey, check_key, first_message, hide_for
 from shared.callbacks import callback_type, message_for, owe
 from shared.directory import Directory, unmapped_message
 from shared.documents import AppointmentDocument, version_key
@@ -296,6 +296,8 @@ class Reconciler:
         replay = event.replay and stored.desired.version == event_version
         settled = is_settled(document, state, replay=replay)
         if settled and not state.intents:
+            if replay and state.version == version_key(document.version):
+                self._reschedule_attendance(document.external_appointment_id, state)
             return Result.SETTLED
         now = self._clock()
         if state.lease_owner and state.lease_until > now:
@@ -518,13 +520,32 @@ class Reconciler:
         key = check_key(after)
         if key == check_key(before):
             return after
-        if key is not None and self._attendance_queue is not None and after.version:
-            now = self._clock()
-            message = first_message(external_id, key, after.version, self._attendance_delay, now)
-            self._attendance_queue.send(
-                message.to_message(), visibility_timeout=hide_for(message.due, now)
-            )
+        if key is not None and after.version:
+            self._send_attendance_check(external_id, key, after.version)
         return replace(after, attendance=None) if after.attendance is not None else after
+
+    def _reschedule_attendance(self, external_id: str, state: AppliedState) -> None:
+        """A replay of the applied version schedules its attendance check again when the record
+        has none yet: the operator's way back after a check's message was lost (parked in
+        appointment-attendance-poison). A check that already ran makes the extra message a
+        no-op (shared/attendance_check.py), so this never reads Graph twice for one meeting."""
+        key = check_key(state)
+        if key is None or state.attendance is not None or state.version is None:
+            return
+        if self._send_attendance_check(external_id, key, state.version):
+            log.info("appointment %s: attendance check scheduled again by a replay", external_id)
+
+    def _send_attendance_check(self, external_id: str, key: CheckKey, version: str) -> bool:
+        """Send the check's message, hidden until it is due (at most 7 days at a time);
+        False when attendance is off (no queue)."""
+        if self._attendance_queue is None:
+            return False
+        now = self._clock()
+        message = first_message(external_id, key, version, self._attendance_delay, now)
+        self._attendance_queue.send(
+            message.to_message(), visibility_timeout=hide_for(message.due, now)
+        )
+        return True
 
     def _commit(
         self,

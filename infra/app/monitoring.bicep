@@ -29,6 +29,12 @@ param callbackPoisonAlertName string
 @description('Queue the app moves a callback to once its retry schedule ran out.')
 param callbackPoisonQueueName string
 
+@description('Name of the alert rule on poisoned attendance checks.')
+param attendancePoisonAlertName string
+
+@description('Queue an attendance check lands in after maxDequeueCount failures, or at once when unreadable.')
+param attendancePoisonQueueName string
+
 @description('Action group name, used only when alertEmail is set.')
 param actionGroupName string
 
@@ -147,6 +153,46 @@ resource callbackPoisonAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01'
       allOf: [
         {
           query: 'traces | where message has "failed after" and message has "${callbackPoisonQueueName}"'
+          timeAggregation: 'Count'
+          operator: 'GreaterThan'
+          threshold: 0
+          failingPeriods: {
+            numberOfEvaluationPeriods: 1
+            minFailingPeriodsToAlert: 1
+          }
+        }
+      ]
+    }
+    autoMitigate: false
+    actions: {
+      actionGroups: empty(alertEmail) ? [] : [
+        actionGroup.id
+      ]
+    }
+  }
+}
+
+// An attendance check parked by the host (storage kept failing through maxDequeueCount) or by
+// the app (a message it cannot read, logged "malformed attendance message ..."): the record
+// stays without attendance until an operator replays it, which schedules the check again.
+resource attendancePoisonAlert 'Microsoft.Insights/scheduledQueryRules@2023-12-01' = {
+  name: attendancePoisonAlertName
+  location: location
+  tags: tags
+  properties: {
+    displayName: 'Attendance checks moved to ${attendancePoisonQueueName}'
+    description: 'An attendance check could not run. Once storage is healthy, POST /api/appointments/{id}/reconcile (or the bulk replay) schedules it again; a check that already ran reads nothing twice.'
+    severity: 3
+    enabled: true
+    scopes: [
+      appInsights.id
+    ]
+    evaluationFrequency: 'PT15M'
+    windowSize: 'PT15M'
+    criteria: {
+      allOf: [
+        {
+          query: 'traces | where (message has "MaxDequeueCount" and message has "${attendancePoisonQueueName}") or message has "malformed attendance message"'
           timeAggregation: 'Count'
           operator: 'GreaterThan'
           threshold: 0

@@ -726,7 +726,7 @@ def test_app_insights_is_workspace_based_without_local_auth() -> None:
 def test_poison_queue_alert_and_optional_email() -> None:
     monitoring = tree("app/monitoring.bicep")
     rules = resources(monitoring, "Microsoft.Insights/scheduledQueryRules")
-    assert set(rules) == {"poisonAlert", "callbackPoisonAlert"}
+    assert set(rules) == {"poisonAlert", "callbackPoisonAlert", "attendancePoisonAlert"}
     props = body(rules["poisonAlert"])["properties"]
     assert props["enabled"] is True
     assert [accessor_path(s) for s in props["scopes"]] == [["appInsights", "id"]]
@@ -745,6 +745,14 @@ def test_poison_queue_alert_and_optional_email() -> None:
     assert "${callbackPoisonQueueName}" in criterion["query"]
     assert resolve(_main(), _module_params("monitoring")["callbackPoisonQueueName"]) == (
         CALLBACK_POISON_QUEUE
+    )
+    attendance = body(rules["attendancePoisonAlert"])["properties"]
+    (criterion,) = attendance["criteria"]["allOf"]
+    # The host's line when it parks a check, and the app's for a message it cannot read.
+    assert "MaxDequeueCount" in criterion["query"]
+    assert "malformed attendance message" in criterion["query"]
+    assert resolve(_main(), _module_params("monitoring")["attendancePoisonQueueName"]) == (
+        "appointment-attendance-poison"
     )
     (group,) = resources(monitoring, "Microsoft.Insights/actionGroups").values()
     gate = condition(group)

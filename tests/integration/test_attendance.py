@@ -32,7 +32,15 @@ from shared.settings import (
     POISON_QUEUE_NAME,
 )
 from tests.integration.queue_host import drain, reconcile_all
-from tests.support import ALEX, document, encode, queue_message, record, signed_request
+from tests.support import (
+    ALEX,
+    document,
+    encode,
+    get_request,
+    queue_message,
+    record,
+    signed_request,
+)
 
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 CLIENT_NAME = "Jordan Patient"
@@ -470,3 +478,34 @@ def test_no_client_data_in_any_log_line(
         "Sam Guestname",
     ):
         assert secret not in text
+
+
+def test_a_replay_schedules_a_lost_check_again_and_a_second_replay_reads_nothing(
+    attendance: dict[str, QueueClient], emulator: GraphEmulator
+) -> None:
+    """The check's message was lost (say, parked in appointment-attendance-poison): POST
+    .../reconcile of the applied version sends it again; once attendance is on the record a
+    replay sends none, so Graph is read once."""
+    from shared.http_api import reconcile_appointment
+
+    body = ended()
+    external_id = body["externalAppointmentId"]
+    meeting_id = book(attendance, body)
+    attendance["attendance"].clear_messages()  # the lost message
+    emulator.run_session(meeting_id, [organizer(), client()])
+
+    def replay() -> None:
+        request = get_request(
+            f"appointments/{external_id}/reconcile", {"externalAppointmentId": external_id}
+        )
+        assert reconcile_appointment(request).status_code == 202
+        reconcile_all(attendance["events"], attendance["events-poison"])
+
+    replay()
+    check_all(attendance)
+    assert record(external_id)["attendance"]["outcome"] == "completed"
+    assert reads(emulator) == (1, 1)
+    replay()
+    assert attendance["attendance"].get_queue_properties().approximate_message_count == 0
+    check_all(attendance)
+    assert reads(emulator) == (1, 1)
