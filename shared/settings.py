@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from shared.callbacks import DEFAULT_RETRY_SCHEDULE, CallbackTarget, parse_schedule
 from shared.documents import iana_zones
 from shared.outbound import check_callback_url, is_valid_secret
+from shared.retention import DEFAULT_DAYS as DEFAULT_RETENTION_DAYS
+from shared.retention import MAX_DAYS as MAX_RETENTION_DAYS
 from shared.sources.base import DEFAULT_SOURCE, KINDS, SourceConfig
 
 QUEUE_NAME = "appointment-events"
@@ -86,6 +88,9 @@ class Settings:
     callback_retry_schedule: tuple[int, ...] = DEFAULT_RETRY_SCHEDULE
     # The mailbox client e-mail is sent from (UPN or object id); None: no e-mail is sent.
     mail_sender: str | None = None
+    # Days after an appointment's end (or cancellation) until its clients' names, addresses
+    # and numbers are erased (shared/retention.py); 0 keeps them.
+    retention_days: int = DEFAULT_RETENTION_DAYS
 
     @property
     def default_source(self) -> SourceConfig:
@@ -180,6 +185,9 @@ class Settings:
                 "CALLBACK_RETRY_SCHEDULE",
                 "must be comma-separated whole seconds, each 1 to 604800 (7 days)",
             ) from None
+        retention_days = integer("RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 0)
+        if retention_days > MAX_RETENTION_DAYS:
+            raise SettingsError("RETENTION_DAYS", f"must be at most {MAX_RETENTION_DAYS}")
         return cls(
             storage=storage,
             webhook_secrets=secret_list(environ.get("WEBHOOK_SECRETS", "")),
@@ -194,6 +202,7 @@ class Settings:
             default_callback=default_callback,
             callback_retry_schedule=schedule,
             mail_sender=(environ.get("MAIL_SENDER") or "").strip() or None,
+            retention_days=retention_days,
         )
 
 
