@@ -33,6 +33,7 @@ def clear_app_caches() -> None:
         "callback_queue",
         "callback_client",
         "callback_delivery",
+        "retention",
     ):
         cached = getattr(runtime, name, None)
         if cached is not None:

@@ -82,11 +82,12 @@ def test_the_host_finds_every_function_with_its_bindings() -> None:
         "health",
         "reconcile_appointment_event",
         "deliver_callback",
+        "apply_retention",
     }
     http = {
         name: next(b for b in spec["bindings"] if b["type"] == "httpTrigger")
         for name, spec in functions.items()
-        if name not in ("reconcile_appointment_event", "deliver_callback")
+        if name not in ("reconcile_appointment_event", "deliver_callback", "apply_retention")
     }
     assert {name: (b["route"], b["methods"], b["authLevel"]) for name, b in http.items()} == {
         "receive_appointments": ("webhooks/appointments", ["POST"], "FUNCTION"),
@@ -123,6 +124,14 @@ def test_the_host_finds_every_function_with_its_bindings() -> None:
             "queueName": queue,
             "connection": "AzureWebJobsStorage",
         }
+    [timer] = functions["apply_retention"]["bindings"]
+    assert timer == {
+        "direction": "IN",
+        "type": "timerTrigger",
+        "name": "timer",
+        "schedule": "0 30 2 * * *",  # daily, 02:30 UTC
+        "runOnStartup": False,
+    }
     assert all(spec["scriptFile"] == "function_app.py" for spec in functions.values())
 
 
