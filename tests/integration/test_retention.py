@@ -389,3 +389,34 @@ def test_the_timer_function_runs_a_pass_with_the_setting(
     reconfigure(RETENTION_DAYS="30")
     apply_retention(None)
     assert private_in(app_table, client) == []
+
+
+def test_the_devtools_command_runs_one_pass_and_prints_counts(
+    app_table_fresh: None,
+    azurite: Azurite,
+    reconfigure: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from devtools import retention as command
+
+    client = Client()
+    long_ago = booking(
+        client, startDateTime="2020-02-10T09:00:00Z", endDateTime="2020-02-10T09:30:00Z"
+    )
+    app_table = runtime.store()._table
+    seed(app_table, [(long_ago, applied(long_ago))])
+
+    reconfigure(RETENTION_DAYS="x")
+    with pytest.raises(SystemExit):
+        command.main([])
+    assert "RETENTION_DAYS must be a whole number" in capsys.readouterr().err
+
+    assert command.main(["--days", "0"]) == 0
+    assert json.loads(capsys.readouterr().out)["purged"] == 0
+    assert private_in(app_table, client) != []
+    assert command.main(["--days", "30", "--from-start"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["purged"] >= 1
+    assert printed["finished"] is True
+    assert not any(p in json.dumps(printed) for p in client.private)
+    assert private_in(app_table, client) == []
