@@ -13,7 +13,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import callbacks, coldstart, directory, intake, listing, memory, reconcile, throughput
+from bench import (
+    callbacks,
+    coldstart,
+    directory,
+    intake,
+    listing,
+    memory,
+    reconcile,
+    retention,
+    throughput,
+)
 from bench.common import RESULTS, Stack, machine, stack, write_result
 
 Runner = Callable[..., dict[str, Any]]
@@ -27,6 +37,7 @@ BENCHMARKS: dict[str, tuple[Runner, Reporter]] = {
     "coldstart": (coldstart.run, coldstart.report),
     "memory": (memory.run, memory.report),
     "listing": (listing.run, listing.report),
+    "retention": (retention.run, retention.report),
 }
 
 
