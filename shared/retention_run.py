@@ -22,9 +22,10 @@ more than that walk:
   intake writes over a desired row that carries the `Purged` marker and notes the record for a
   recheck the same way, so the next run pseudonymizes it again.
 
-Bounded: at most `max_records` records and `max_seconds` per run; the rest waits for the next
-run. Idempotent: a record already pseudonymized compares equal to its pseudonymized self and
-is not written; a run over a finished table writes nothing. Safe beside the reconciler: the
+Bounded: at most `max_records` records and `max_seconds` per run (checked between chunks of
+`chunk` records, which are visited WORKERS at a time); the rest waits for the next run.
+Idempotent: a record already pseudonymized compares equal to its pseudonymized self and is not
+written; a run over a finished table writes nothing. Safe beside the reconciler: the
 applied row is written over its ETag (a reconciliation that read before loses its commit and
 plans again from the pseudonymized record) and a live lease is never written over (the record
 is noted and retried next run).
@@ -37,6 +38,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -52,6 +54,10 @@ DEFAULT_MAX_RECORDS = 20_000
 # Below host.json's functionTimeout (5 minutes), with room for the last record and the cursor.
 DEFAULT_MAX_SECONDS = 240.0
 CHUNK = 100
+# Records visited at once: a visit is four round trips (load, applied write, desired read and
+# write), so a few in flight keep a pass from waiting on one at a time. Its own pool: the
+# store's shared one runs index writes, which a visit's commit may start.
+WORKERS = 8
 ATTEMPTS = 4
 STATUS_PARTITIONS = tuple(listing.status_partition(s) for s in listing.STATUSES)
 CANCELLED_PARTITION = (listing.status_partition("cancelled"),)
@@ -90,6 +96,11 @@ class _Pass:
     report: Report
     room: Callable[[], bool]
     cursor: dict[str, str]
+    pool: ThreadPoolExecutor
+    max_records: int
+
+    def left(self) -> int:
+        return max(0, self.max_records - self.report.examined)
 
 
 class RetentionRun:
@@ -134,7 +145,8 @@ class RetentionRun:
 
         cursor = {} if from_start else self._store.retention_cursor()
         self._saved = None if from_start else dict(cursor)
-        run = _Pass(now, report, room, cursor)
+        pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="retention")
+        run = _Pass(now, report, room, cursor, pool, self._max_records)
         try:
             done = (
                 self._rechecks(run)
@@ -145,6 +157,7 @@ class RetentionRun:
                 cursor.pop("Cancelled", None)  # the next run sweeps the cancellations again
             report.finished = done
         finally:
+            pool.shutdown(wait=True)
             self._save(cursor)
             log.info(
                 "retention: %s examined, %s pseudonymized, %s already clean, %s not due, "
@@ -166,12 +179,14 @@ class RetentionRun:
             self._saved = dict(cursor)
 
     def _rechecks(self, run: _Pass) -> bool:
-        for external_id in self._store.rechecks(self._max_records):
+        ids = self._store.rechecks(self._max_records)
+        while ids:
             if not run.room():
                 return False
-            outcome = self._visit(external_id, run)
-            if outcome in (Outcome.PURGED, Outcome.CLEAN):
-                self._store.forget_recheck(external_id)
+            batch, ids = ids[: min(self._chunk, run.left())], ids[self._chunk :]
+            for external_id, outcome in zip(batch, self._visit(batch, run), strict=True):
+                if outcome in (Outcome.PURGED, Outcome.CLEAN):
+                    self._store.forget_recheck(external_id)
         return True
 
     def _walk(
@@ -186,38 +201,42 @@ class RetentionRun:
     ) -> bool:
         """Visit index rows after cursor[name] in RowKey order; True when the end was reached.
 
-        The cursor moves past every row visited (and is saved after each chunk), so a crash
-        repeats at most one chunk. `recheck`: records not done are noted for the next run."""
+        A chunk's records are visited in parallel; the cursor then moves past the chunk (and is
+        saved), so a crash repeats at most one chunk. `recheck`: records not done are noted for
+        the next run (a busy one always is)."""
         cursor = run.cursor
         while True:
             if not run.room():
                 return False
             rows = self._store.index.walk(partitions, lower, upper, cursor.get(name), self._chunk)
-            for key, external_id in rows:
-                if not run.room():
-                    return False
-                if external_id is not None:
-                    outcome = self._visit(external_id, run)
-                    if outcome is Outcome.BUSY or (recheck and outcome is Outcome.NOT_DUE):
-                        self._store.note_recheck(external_id)
-                cursor[name] = key
+            taken = rows[: run.left()]
+            ids = [external_id for _, external_id in taken if external_id is not None]
+            for external_id, outcome in zip(ids, self._visit(ids, run), strict=True):
+                if outcome is Outcome.BUSY or (recheck and outcome is Outcome.NOT_DUE):
+                    self._store.note_recheck(external_id)
+            if taken:
+                cursor[name] = taken[-1][0]
+            if len(taken) < len(rows):
+                return False
             if len(rows) < self._chunk:
                 return True
             self._save(cursor)
 
-    def _visit(self, external_id: str, run: _Pass) -> Outcome:
+    def _visit(self, ids: list[str], run: _Pass) -> list[Outcome]:
+        """Apply retention to `ids` (WORKERS at a time) and count the outcomes."""
+        outcomes = list(run.pool.map(lambda external_id: self.apply(external_id, run.now), ids))
         report = run.report
-        report.examined += 1
-        outcome = self.apply(external_id, run.now)
-        if outcome is Outcome.PURGED:
-            report.purged += 1
-        elif outcome is Outcome.CLEAN:
-            report.clean += 1
-        elif outcome is Outcome.NOT_DUE:
-            report.not_due += 1
-        else:
-            report.busy += 1
-        return outcome
+        for outcome in outcomes:
+            report.examined += 1
+            if outcome is Outcome.PURGED:
+                report.purged += 1
+            elif outcome is Outcome.CLEAN:
+                report.clean += 1
+            elif outcome is Outcome.NOT_DUE:
+                report.not_due += 1
+            else:
+                report.busy += 1
+        return outcomes
 
     def apply(self, external_id: str, now: float) -> Outcome:
         """Pseudonymize one record if it is due; what happened."""
