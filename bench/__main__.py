@@ -22,6 +22,7 @@ from bench import (
     listing,
     memory,
     reconcile,
+    retention,
     throughput,
 )
 from bench.common import RESULTS, Stack, machine, stack, write_result
@@ -38,6 +39,7 @@ BENCHMARKS: dict[str, tuple[Runner, Reporter]] = {
     "memory": (memory.run, memory.report),
     "listing": (listing.run, listing.report),
     "attendance": (attendance.run, attendance.report),
+    "retention": (retention.run, retention.report),
 }
 
 

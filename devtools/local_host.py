@@ -11,6 +11,8 @@ so `make run` and the black-box tests work anywhere Python and Azurite run:
 * HTTP triggers are served on `/<routePrefix>/<route>` (host.json `extensions.http.routePrefix`)
   with `http.server.ThreadingHTTPServer`; requests become real `azure.functions.HttpRequest`
   objects and responses come from the function's `azure.functions.HttpResponse`.
+* Timer triggers are listed but not scheduled (run their work by hand, e.g.
+  `python -m devtools.retention`).
 * Queue triggers poll Azurite (or any storage account reachable by connection string) with the
   semantics host.json declares (`shared.settings.queue_semantics()`): message encoding,
   batchSize, newBatchThreshold, visibilityTimeout after a failure, maxDequeueCount and then
@@ -239,6 +241,11 @@ def describe(functions: Sequence[Function]) -> tuple[list[HttpFunction], list[Qu
         trigger = triggers[0]
         kind = trigger["type"]
         _call_shape(function, trigger["name"])
+        if kind == "timerTrigger":
+            # Not scheduled here: a development stack has nothing due, and a pass can be run
+            # by hand (`python -m devtools.retention` for apply_retention).
+            log.info("timer function %s is not scheduled by the local host", name)
+            continue
         if kind == "httpTrigger":
             route = str(trigger.get("route") or name)
             methods = trigger.get("methods")

@@ -50,6 +50,11 @@ param callbackSecrets string = ''
 @description('Callback retry delays in seconds, comma-separated (CALLBACK_RETRY_SCHEDULE); empty: the app default 5,300,1800,7200,18000,36000,36000.')
 param callbackRetrySchedule string = ''
 
+@description('Days after an appointment ends (or is cancelled) until its clients\' names, e-mail addresses and phone numbers are erased by the daily retention pass (RETENTION_DAYS); 0 keeps them.')
+@minValue(0)
+@maxValue(36500)
+param retentionDays int = 30
+
 @description('Grant VirtualAppointmentNotification.Send so the app can send SMS (needs Teams Premium).')
 param enableSms bool = false
 
@@ -222,6 +227,7 @@ module api 'app/api.bicep' = {
     webhookReferenceUri: keyVault.outputs.webhookReferenceUri
     sourceSettings: sourceConfig.outputs.appSettings
     callbackRetrySchedule: callbackRetrySchedule
+    retentionDays: retentionDays
     enableClientEmail: enableClientEmail
     mailSender: mailSender
     enableAttendance: enableAttendance

@@ -56,6 +56,7 @@ from dataclasses import dataclass, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Final, Protocol
 
+from shared import retention
 from shared.attendance import AttendanceReport, summarize
 from shared.callbacks import COMMIT_GRACE_SECONDS, message_for, owe
 from shared.graph import PermanentGraphError, TransientGraphError
@@ -412,6 +413,10 @@ class AttendanceCheck:
                 self._sleep(LEASE_POLL_SECONDS)
                 waited += LEASE_POLL_SECONDS
                 continue
+            if retention.NOTE in applied.warnings:
+                # Read after the retention pass had pseudonymized the record (a short
+                # RETENTION_DAYS against a long window): its clients get no names back.
+                summary = retention.pseudonymize_attendance(summary)
             after = replace(applied, attendance=summary)
             document = applied.document
             source = document.source if document is not None else None

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from shared.graph import GraphGateway
     from shared.outbound import CallbackClient
     from shared.reconciler import Reconciler
+    from shared.retention_run import RetentionRun
 
 # The SDKs log every HTTP request at INFO: noise, and ingestion cost in Application Insights.
 # The app logs one line per webhook and per reconciliation instead; SDK warnings still show.
@@ -122,3 +123,11 @@ def reconciler() -> Reconciler:
         attendance_queue=attendance_queue() if settings.current().attendance_enabled else None,
         attendance_delay_seconds=settings.current().attendance_delay_seconds,
     )
+
+
+@cache
+def retention() -> RetentionRun:
+    """The retention pass (RETENTION_DAYS), its clock the wall clock."""
+    from shared.retention_run import RetentionRun
+
+    return RetentionRun(store(), settings.current().retention_days)

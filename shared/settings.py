@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from shared.callbacks import DEFAULT_RETRY_SCHEDULE, CallbackTarget, parse_schedule
 from shared.documents import iana_zones
 from shared.outbound import check_callback_url, is_valid_secret
+from shared.retention import DEFAULT_DAYS as DEFAULT_RETENTION_DAYS
+from shared.retention import MAX_DAYS as MAX_RETENTION_DAYS
 from shared.sources.base import DEFAULT_SOURCE, KINDS, SourceConfig
 
 QUEUE_NAME = "appointment-events"
@@ -107,6 +109,10 @@ class Settings:
     @property
     def attendance_window_seconds(self) -> float:
         return self.attendance_window_hours * 3600.0
+
+    # Days after an appointment's end (or cancellation) until its clients' names, addresses
+    # and numbers are erased (shared/retention.py); 0 keeps them.
+    retention_days: int = DEFAULT_RETENTION_DAYS
 
     @property
     def default_source(self) -> SourceConfig:
@@ -203,6 +209,9 @@ class Settings:
                 "CALLBACK_RETRY_SCHEDULE",
                 "must be comma-separated whole seconds, each 1 to 604800 (7 days)",
             ) from None
+        retention_days = integer("RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 0)
+        if retention_days > MAX_RETENTION_DAYS:
+            raise SettingsError("RETENTION_DAYS", f"must be at most {MAX_RETENTION_DAYS}")
         return cls(
             storage=storage,
             webhook_secrets=secret_list(environ.get("WEBHOOK_SECRETS", "")),
@@ -223,6 +232,7 @@ class Settings:
             attendance_delay_minutes=duration("ATTENDANCE_DELAY_MINUTES", 10.0, zero=True),
             attendance_retry_minutes=duration("ATTENDANCE_RETRY_MINUTES", 15.0),
             attendance_window_hours=duration("ATTENDANCE_WINDOW_HOURS", 24.0, zero=True),
+            retention_days=retention_days,
         )
 
 

@@ -35,7 +35,7 @@ from azure.core.exceptions import (
 from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.queue import LinearRetry, QueueClient, QueueServiceClient
 
-from shared import listing
+from shared import listing, retention
 from shared import parts as assembly
 from shared.attendance import Attendance
 from shared.callbacks import OwedCallback, Progress
@@ -78,6 +78,10 @@ APPLIED = "applied"
 CALLBACK = "callback"
 ATTENDANCE_CLAIM = "attendance"
 ORGANIZER = "organizer"
+# Retention (shared/retention_run.py): its resume cursor, and the records to look at again
+# (RowKey `~{base64url id}`: never `desired`/`applied`, whatever the id).
+RETENTION_CURSOR = ("retention~cursor", "cursor")
+RETENTION_RECHECK = "retention~recheck"
 # Delivery ids (HL7 MSH-10) kept per appointment to recognise a repeat: enough for any
 # interface engine's resend window, small enough for one table property.
 KEPT_DELIVERY_IDS = 32
@@ -454,6 +458,11 @@ def _applied_to_entity(external_id: str, state: AppliedState) -> dict[str, Any]:
     }
 
 
+def _recheck_key(external_id: str) -> str:
+    encoded = base64.urlsafe_b64encode(external_id.encode("utf-8")).decode("ascii")
+    return "~" + encoded.rstrip("=")
+
+
 def organizer_key(user_principal_name: str) -> str:
     """The cache row's key: hashed, since a guest's UPN holds `#`, which a key cannot."""
     digest = hashlib.sha256(user_principal_name.lower().encode("utf-8")).hexdigest()
@@ -514,6 +523,8 @@ class AppointmentStore:
                 return SaveOutcome.DUPLICATE
             if version < current["Version"]:
                 return SaveOutcome.STALE
+            if current.get("Purged"):
+                self.note_recheck(document.external_appointment_id)
             try:
                 self._write_over(document.external_appointment_id, entity, current["__etag"])
                 return SaveOutcome.NEWER
@@ -553,6 +564,8 @@ class AppointmentStore:
                 return decided
             final, entity = decided
             entity["CorrelationId"] = correlation_id
+            if current is not None and current.get("Purged"):
+                self.note_recheck(document.external_appointment_id)
             if enqueue is not None:
                 enqueue(final)
             etag = None if current is None else current["__etag"]
@@ -724,6 +737,89 @@ class AppointmentStore:
         for row_key in (CALLBACK, ATTENDANCE_CLAIM):
             with contextlib.suppress(ResourceNotFoundError):
                 self._call(lambda: self._table.delete_entity(external_id, row_key))  # noqa: B023
+
+    def purge_desired(
+        self, external_id: str, version: str, values: Sequence[str], now: float
+    ) -> bool | None:
+        """Pseudonymize the stored document (and parts) of `version` (retention).
+
+        True: written; False: nothing to change (a tombstone, no row, or already pseudonymized);
+        None: the row is not `version` any more, or another writer got there first: load the
+        record again and decide again. Written over the row as read (ETag), with a `Purged`
+        marker: a newer delivery replacing such a row notes the record for a recheck.
+        """
+        row = self._get(external_id, DESIRED)
+        if row is None or row.get("Erased"):
+            return False
+        if row["Version"] != version:
+            return None
+        stored_parts = [assembly.from_json(p) for p in json.loads(row.get("Parts") or "[]")]
+        desired = _entity_to_desired(row)
+        everything = tuple(
+            dict.fromkeys(
+                (
+                    *values,
+                    *retention.private_values([desired.document] if desired else [], stored_parts),
+                )
+            )
+        )
+        entity = {k: v for k, v in row.items() if not k.startswith("__")}
+        if desired is not None:
+            document = retention.pseudonymize_document(desired.document, everything)
+            entity["Document"] = json.dumps(document.to_json(), ensure_ascii=False)
+        if stored_parts:
+            parts = retention.pseudonymize_parts(stored_parts, everything)
+            entity["Parts"] = json.dumps(
+                [assembly.to_json(p) for p in parts], separators=(",", ":")
+            )
+        if entity.get("Document") == row.get("Document") and entity.get("Parts") == row.get(
+            "Parts"
+        ):
+            return False
+        entity["Purged"] = float(now)
+        etag = row["__etag"]
+        try:
+            self._write_over(external_id, entity, etag)
+        except ConcurrencyConflict:
+            return None
+        return True
+
+    def note_recheck(self, external_id: str) -> None:
+        """Have the next retention run look at this record again (idempotent)."""
+        entity = {
+            "PartitionKey": RETENTION_RECHECK,
+            "RowKey": _recheck_key(external_id),
+            "IndexOf": external_id,
+        }
+        self._call(lambda: self._table.upsert_entity(entity, mode=UpdateMode.REPLACE))
+
+    def rechecks(self, limit: int) -> list[str]:
+        """Up to `limit` records noted for a retention recheck, in id order."""
+
+        def query() -> list[str]:
+            rows = self._table.query_entities(
+                "PartitionKey eq @pk", parameters={"pk": RETENTION_RECHECK}, select=["IndexOf"]
+            )
+            return [str(row["IndexOf"]) for row in itertools.islice(rows, limit)]
+
+        return self._call(query)
+
+    def forget_recheck(self, external_id: str) -> None:
+        key = _recheck_key(external_id)
+        with contextlib.suppress(ResourceNotFoundError):
+            self._call(lambda: self._table.delete_entity(RETENTION_RECHECK, key))
+
+    def retention_cursor(self) -> dict[str, str]:
+        """Where the last retention run stopped (empty: it never ran)."""
+        row = self._get(*RETENTION_CURSOR)
+        if row is None:
+            return {}
+        return {k: str(v) for k, v in row.items() if k in ("Main", "Cancelled") and v}
+
+    def save_retention_cursor(self, cursor: Mapping[str, str]) -> None:
+        partition, row = RETENTION_CURSOR
+        entity = {"PartitionKey": partition, "RowKey": row, **cursor}
+        self._call(lambda: self._table.upsert_entity(entity, mode=UpdateMode.REPLACE))
 
     def save_callback_progress(
         self, external_id: str, progress: Progress, etag: str | None
@@ -1038,6 +1134,15 @@ class AppointmentIndex:
         finally:
             if stale:
                 self.drop(stale)
+
+    def walk(
+        self, partitions: Sequence[str], lower: str, upper: str, after: str | None, count: int
+    ) -> list[tuple[str, str | None]]:
+        """The next `count` index rows `lower <= RowKey < upper` after `after` across
+        `partitions`, in RowKey order: (RowKey, the id it points at or None). Retention walks
+        ended appointments by start time with it, without scanning the table."""
+        rows = self._chunk(partitions, lower, upper, after, count)
+        return [(str(row["RowKey"]), self._pointed(row)) for row in rows]
 
     @staticmethod
     def _pointed(row: Mapping[str, Any]) -> str | None:

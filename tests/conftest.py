@@ -35,6 +35,7 @@ def clear_app_caches() -> None:
         "callback_delivery",
         "attendance_queue",
         "attendance_check",
+        "retention",
     ):
         cached = getattr(runtime, name, None)
         if cached is not None:

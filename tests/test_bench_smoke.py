@@ -23,6 +23,7 @@ EXPECTED = {
     "coldstart": {"scenarios", "comparison", "package"},
     "memory": {"samples", "peak_rss_mb", "slope_mb_per_1000", "flat"},
     "listing": {"runs", "ratio", "target", "commit"},
+    "retention": {"records", "purge", "second_pass", "days"},
 }
 
 
@@ -62,6 +63,9 @@ def test_quick_benchmarks_write_every_result(tmp_path: Path) -> None:
     assert directory["target"]["zero_errors"], directory["runs"]
     assert directory["target"]["graph_calls_unchanged"], directory["runs"]
     assert directory["table_reads_per_message"] == 0, directory["table_calls"]
+    retention = json.loads((tmp_path / "retention.json").read_text())
+    assert retention["purge"]["report"]["purged"] == retention["records"]
+    assert retention["second_pass"]["report"]["purged"] == 0
     throughput = json.loads((tmp_path / "throughput.json").read_text())
     assert throughput["target"]["zero_errors"]
     assert throughput["target"]["converged"]

@@ -42,6 +42,11 @@ param sourceSettings object = {}
 @description('Comma-separated callback retry delays in seconds (CALLBACK_RETRY_SCHEDULE); empty: the app default.')
 param callbackRetrySchedule string = ''
 
+@description('Days after an appointment ends (or is cancelled) until its clients\' names, e-mail addresses and phone numbers are erased (RETENTION_DAYS); 0 keeps them.')
+@minValue(0)
+@maxValue(36500)
+param retentionDays int = 30
+
 @description('Send client e-mail: with mailSender set, writes MAIL_SENDER.')
 param enableClientEmail bool = false
 
@@ -174,6 +179,7 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     AZURE_CLIENT_ID: identityClientId
     WEBHOOK_SECRETS: '@Microsoft.KeyVault(SecretUri=${webhookReferenceUri})'
     GRAPH_BASE_URL: graphBaseUrl
+    RETENTION_DAYS: string(retentionDays)
     APPLICATIONINSIGHTS_CONNECTION_STRING: appInsights.properties.ConnectionString
     APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
     // Sync functions hold one worker thread per invocation (default pool: CPUs + 4). Each of

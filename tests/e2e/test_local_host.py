@@ -25,7 +25,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from devtools.azurite import Azurite, free_port
-from devtools.local_host import LocalHost, UnsupportedFunction, index
+from devtools.local_host import LocalHost, UnsupportedFunction, describe, index
 from shared.settings import QueueSemantics
 
 FAST = QueueSemantics(
@@ -132,12 +132,22 @@ def test_http_requests_become_function_requests(azurite: Azurite) -> None:
 def test_functions_with_bindings_the_host_lacks_are_refused() -> None:
     app = func.FunctionApp()
 
-    @app.timer_trigger(schedule="0 */5 * * * *", arg_name="timer")
-    def tick(timer: func.TimerRequest) -> None:
+    @app.blob_trigger(arg_name="blob", path="things/{name}", connection="AzureWebJobsStorage")
+    def on_blob(blob: func.InputStream) -> None:
         pass
 
     with pytest.raises(UnsupportedFunction, match="func start"):
         LocalHost(index(app), port=0, environ={})
+
+
+def test_timer_functions_are_listed_but_not_scheduled() -> None:
+    app = func.FunctionApp()
+
+    @app.timer_trigger(schedule="0 */5 * * * *", arg_name="timer")
+    def tick(timer: func.TimerRequest) -> None:
+        raise AssertionError("the local host must not run timer functions")
+
+    assert describe(index(app)) == ([], [])
 
 
 # --- queues ----------------------------------------------------------------------------------

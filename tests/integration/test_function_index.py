@@ -83,11 +83,18 @@ def test_the_host_finds_every_function_with_its_bindings() -> None:
         "reconcile_appointment_event",
         "deliver_callback",
         "check_attendance",
+        "apply_retention",
     }
     http = {
         name: next(b for b in spec["bindings"] if b["type"] == "httpTrigger")
         for name, spec in functions.items()
-        if name not in ("reconcile_appointment_event", "deliver_callback", "check_attendance")
+        if name
+        not in (
+            "reconcile_appointment_event",
+            "deliver_callback",
+            "check_attendance",
+            "apply_retention",
+        )
     }
     assert {name: (b["route"], b["methods"], b["authLevel"]) for name, b in http.items()} == {
         "receive_appointments": ("webhooks/appointments", ["POST"], "FUNCTION"),
@@ -125,6 +132,14 @@ def test_the_host_finds_every_function_with_its_bindings() -> None:
             "queueName": queue,
             "connection": "AzureWebJobsStorage",
         }
+    [timer] = functions["apply_retention"]["bindings"]
+    assert timer == {
+        "direction": "IN",
+        "type": "timerTrigger",
+        "name": "timer",
+        "schedule": "0 30 2 * * *",  # daily, 02:30 UTC
+        "runOnStartup": False,
+    }
     assert all(spec["scriptFile"] == "function_app.py" for spec in functions.values())
 
 
