@@ -219,6 +219,17 @@ def _call_shape(function: Function, trigger_name: str) -> None:
         )
 
 
+def timers(functions: Sequence[Function]) -> list[tuple[str, str]]:
+    """(name, NCRONTAB schedule) of each timer function: listed in the banner so the local
+    listing matches `func start`'s, never run (see describe)."""
+    found = []
+    for function in functions:
+        for binding in json.loads(function.get_function_json())["bindings"]:
+            if binding.get("type") == "timerTrigger":
+                found.append((str(function.get_function_name()), str(binding.get("schedule"))))
+    return found
+
+
 def describe(functions: Sequence[Function]) -> tuple[list[HttpFunction], list[QueueFunction]]:
     """Turn the worker's function metadata into what this host serves; refuse what it cannot."""
     http: list[HttpFunction] = []
@@ -672,6 +683,7 @@ class LocalHost:
         prefix: str | None = None,
     ) -> None:
         self.http_functions, self.queue_functions = describe(functions)
+        self.timer_functions = timers(functions)
         self.function_names = [str(f.get_function_name()) for f in functions]
         self._bind = host
         self._requested_port = port
@@ -763,6 +775,10 @@ class LocalHost:
         lines.extend(
             f"{queue.name}: queueTrigger on {queue.queue_name!r} ({queue.connection})"
             for queue in self.queue_functions
+        )
+        lines.extend(
+            f"{name}: timerTrigger {schedule!r} (not scheduled locally)"
+            for name, schedule in self.timer_functions
         )
         return lines
 
