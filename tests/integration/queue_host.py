@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 
 import azure.functions as func
+from azure.core.exceptions import ResourceExistsError
 from azure.functions.queue import QueueMessage
 from azure.storage.queue import QueueClient
 
@@ -67,3 +68,13 @@ def reconcile_all(queue: QueueClient, poison: QueueClient) -> None:
 
     outcome = drain(queue, poison, reconcile_appointment_event)
     assert outcome["poisoned"] == 0, outcome
+
+
+def fresh_queue(connection_string: str, name: str) -> QueueClient:
+    """The named queue, created, or emptied when an earlier test left it behind."""
+    client = QueueClient.from_connection_string(connection_string, name)
+    try:
+        client.create_queue()
+    except ResourceExistsError:
+        client.clear_messages()
+    return client

@@ -31,7 +31,7 @@ from shared.settings import (
     CALLBACK_QUEUE_NAME,
     POISON_QUEUE_NAME,
 )
-from tests.integration.queue_host import drain, reconcile_all
+from tests.integration.queue_host import drain, fresh_queue, reconcile_all
 from tests.support import (
     ALEX,
     document,
@@ -79,12 +79,7 @@ def queues(azurite: Azurite, event_queue: QueueClient) -> dict[str, QueueClient]
         ("callbacks", CALLBACK_QUEUE_NAME),
         ("callbacks-poison", CALLBACK_POISON_QUEUE_NAME),
     ):
-        client = QueueClient.from_connection_string(azurite.connection_string, name)
-        try:
-            client.create_queue()
-        except Exception:
-            client.clear_messages()
-        names[key] = client
+        names[key] = fresh_queue(azurite.connection_string, name)
     return names
 
 

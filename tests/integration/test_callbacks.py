@@ -19,7 +19,7 @@ from shared.http_api import receive_appointments, resend_callback
 from shared.queue_functions import deliver_callback
 from shared.settings import CALLBACK_POISON_QUEUE_NAME, CALLBACK_QUEUE_NAME, POISON_QUEUE_NAME
 from shared.storage import AppointmentStore
-from tests.integration.queue_host import drain, reconcile_all
+from tests.integration.queue_host import drain, fresh_queue, reconcile_all
 from tests.support import (
     ALEX,
     NO_POLICY,
@@ -52,12 +52,7 @@ def queues(azurite: Azurite, event_queue: QueueClient) -> dict[str, QueueClient]
         ),
     }
     for key, name in (("callbacks", CALLBACK_QUEUE_NAME), ("poison", CALLBACK_POISON_QUEUE_NAME)):
-        client = QueueClient.from_connection_string(azurite.connection_string, name)
-        try:
-            client.create_queue()
-        except Exception:
-            client.clear_messages()
-        names[key] = client
+        names[key] = fresh_queue(azurite.connection_string, name)
     return names
 
 
