@@ -7,7 +7,7 @@ next run). Uses AzureWebJobsStorage and RETENTION_DAYS from the environment, els
 local.settings.json; `--days` overrides the setting.
 
     python -m devtools.retention                  # one bounded pass, from the saved cursor
-    python -m devtools.retention --from-start     # walk every record again (after an import)
+    python -m devtools.retention --from-start     # forget the cursor: walk every record again
     python -m devtools.retention --days 7 --max-records 500
 """
 

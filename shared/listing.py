@@ -150,7 +150,7 @@ def facts_of(
 
 def stored_facts(external_id: str, stored: StoredAppointment) -> Facts | None:
     if stored.applied is None:
-        return None  # nothing reconciled yet: not indexed (see docs/_pending/operations-list.md)
+        return None  # nothing reconciled yet: not indexed (docs/api.md, "List")
     shown = stored.desired.document if stored.desired else None
     return facts_of(external_id, stored.applied, shown)
 

@@ -64,6 +64,7 @@ from shared.planning import (
     settle,
 )
 from shared.records import AppliedState, ErrorInfo, RetryInfo
+from shared.retention import behind_the_walk
 from shared.settings import QueueSemantics
 from shared.storage import AppointmentStore, CombinedInvalid, ConcurrencyConflict, EventQueue
 
@@ -150,11 +151,13 @@ class Reconciler:
         retry_window_seconds: float = DEFAULT_RETRY_WINDOW_SECONDS,
         attendance_queue: EventQueue | None = None,
         attendance_delay_seconds: float = 600.0,
+        retention_days: int = 0,
     ) -> None:
         """`has_callbacks(source)` says whether a document's source (None: the default one)
         has a callback URL; its callbacks are enqueued on `callback_queue`. Attendance checks
         (shared/attendance_check.py) are scheduled on `attendance_queue` (None: none), due
-        `attendance_delay_seconds` after each meeting's end."""
+        `attendance_delay_seconds` after each meeting's end. `retention_days`
+        (RETENTION_DAYS; 0 keeps everything) decides which changes retention must recheck."""
         self._store = store
         self._queue = queue
         self._callback_queue = callback_queue
@@ -167,6 +170,7 @@ class Reconciler:
         self._retry_window = retry_window_seconds
         self._attendance_queue = attendance_queue
         self._attendance_delay = attendance_delay_seconds
+        self._retention_days = retention_days
 
     def handle(self, text: str, dequeue_count: int) -> Result:
         """Process one message; raise RetryLater to have the host redeliver it."""
@@ -505,7 +509,16 @@ class Reconciler:
             assert after.callback is not None
             self._callback_queue.send(message_for(external_id, after.callback).to_message())
         after = self._schedule_attendance(external_id, attempt.state, after)
+        self._note_for_retention(external_id, attempt.event.document)
         return self._commit(external_id, after, etag, attempt.shown)
+
+    def _note_for_retention(self, external_id: str, document: AppointmentDocument) -> None:
+        """A version that starts before retention's walk may have passed (an import of old
+        appointments) is noted for the next run's recheck, before the commit that indexes it,
+        so no crash leaves it where no run looks. One upsert, only for such versions."""
+        now = datetime.fromtimestamp(self._clock(), UTC)
+        if behind_the_walk(document, self._retention_days, now):
+            self._store.note_recheck(external_id)
 
     def _schedule_attendance(
         self, external_id: str, before: AppliedState, after: AppliedState

@@ -9,7 +9,7 @@ record under `index~status~{status}` with RowKey `{start}~{id}`, in start order.
 is at most 24 hours long and its end follows its start, so every record due by its end
 (end + days <= now) starts before `now - days`: one ordered walk of the four status partitions
 up to that bound finds them all, and a cursor (the last RowKey handled) lets the next run go on
-from there, so each record is visited about once, not once a day. Three kinds of record need
+from there, so each record is visited about once, not once a day. Four kinds of record need
 more than that walk:
 
 * cancelled ahead of their start: due `days` after the cancellation, maybe long before their
@@ -20,7 +20,10 @@ more than that walk:
   partition that every run reads first, and forgotten once done;
 * a newer version delivered after the purge (a late resend the app takes as a change): the
   intake writes over a desired row that carries the `Purged` marker and notes the record for a
-  recheck the same way, so the next run pseudonymizes it again.
+  recheck the same way, so the next run pseudonymizes it again;
+* a version that starts at or before `now - days` when it is applied (an import of old
+  appointments): its index row may lie behind the cursor, so the reconciler notes the record
+  for a recheck before its commit (retention.behind_the_walk). `reindex` forgets the cursor.
 
 Bounded: at most `max_records` records and `max_seconds` per run (checked between chunks of
 `chunk` records, which are visited WORKERS at a time); the rest waits for the next run.
@@ -129,8 +132,8 @@ class RetentionRun:
     def run(self, *, from_start: bool = False) -> Report:
         """One pass: rechecks, then the walk by start time, then recent cancellations.
 
-        `from_start` forgets the cursor and walks the whole index again (after importing
-        records that started long ago, whose index rows lie behind the cursor)."""
+        `from_start` forgets the cursor and walks the whole index again (by hand, to rule
+        the cursor out; imports need it no more: see behind_the_walk)."""
         report = Report(self._days)
         if self._days <= 0:
             report.finished = True

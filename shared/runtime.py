@@ -122,6 +122,7 @@ def reconciler() -> Reconciler:
         retry_window_seconds=settings.current().retry_window_seconds,
         attendance_queue=attendance_queue() if settings.current().attendance_enabled else None,
         attendance_delay_seconds=settings.current().attendance_delay_seconds,
+        retention_days=settings.current().retention_days,
     )
 
 

@@ -731,12 +731,13 @@ class AppointmentStore:
         return self._write_over(external_id, entity, etag)
 
     def forget_side_rows(self, external_id: str) -> None:
-        """Delete the callback progress and attendance claim rows (erasure): gone once this
-        returns. Neither holds client data; erasure leaves nothing of the appointment but its
-        tombstone and the scrubbed applied row."""
+        """Delete the callback progress, attendance claim and retention recheck rows
+        (erasure): gone once this returns. None holds client data; erasure leaves nothing of
+        the appointment but its tombstone and the scrubbed applied row."""
         for row_key in (CALLBACK, ATTENDANCE_CLAIM):
             with contextlib.suppress(ResourceNotFoundError):
                 self._call(lambda: self._table.delete_entity(external_id, row_key))  # noqa: B023
+        self.forget_recheck(external_id)
 
     def purge_desired(
         self, external_id: str, version: str, values: Sequence[str], now: float
@@ -815,6 +816,11 @@ class AppointmentStore:
         if row is None:
             return {}
         return {k: str(v) for k, v in row.items() if k in ("Main", "Cancelled") and v}
+
+    def forget_retention_cursor(self) -> None:
+        """The next retention run walks the whole index again (idempotent)."""
+        with contextlib.suppress(ResourceNotFoundError):
+            self._call(lambda: self._table.delete_entity(*RETENTION_CURSOR))
 
     def save_retention_cursor(self, cursor: Mapping[str, str]) -> None:
         partition, row = RETENTION_CURSOR
@@ -913,7 +919,9 @@ class AppointmentStore:
         """Index every applied row (those written before the index existed have none).
 
         A one-off scan of the table (devtools `reindex`); returns how many records it indexed.
-        Rows it finds already indexed are written again, which changes nothing.
+        Rows it finds already indexed are written again, which changes nothing. Rows it adds
+        may lie behind retention's cursor (records that started long ago), so the cursor is
+        forgotten: the next retention run walks the index from its start.
         """
 
         def scan() -> list[dict[str, Any]]:
@@ -942,6 +950,7 @@ class AppointmentStore:
             with contextlib.suppress(ConcurrencyConflict):
                 self._write_over(external_id, patch, row["__etag"], UpdateMode.MERGE)
             count += 1
+        self.forget_retention_cursor()
         return count
 
     def cached_organizer_id(self, user_principal_name: str) -> str | None:

@@ -183,6 +183,26 @@ def test_an_erased_failed_appointment_has_no_meeting_to_delete(
     assert traces(azurite, client) == []
 
 
+def test_an_erased_old_appointment_leaves_no_retention_recheck_behind(
+    event_queue: QueueClient, poison: QueueClient, emulator: GraphEmulator, azurite: Azurite
+) -> None:
+    """An appointment that ended long ago is noted for retention's recheck when it arrives
+    (shared/retention.py, behind_the_walk); erasing it takes the note too."""
+    from shared import runtime
+
+    client = Client()
+    body = client.booking(startDateTime="2025-01-10T09:00:00Z", endDateTime="2025-01-10T09:30:00Z")
+    external_id = body["externalAppointmentId"]
+    assert post(body) == 202
+    reconcile_all(event_queue, poison)
+    assert external_id in runtime.store().rechecks(10_000)
+    assert delete(external_id).status_code == 202
+    reconcile_all(event_queue, poison)
+    assert traces(azurite, client) == []
+    assert left_of(azurite, external_id) == ["applied", "desired"]
+    assert external_id not in runtime.store().rechecks(10_000)
+
+
 def test_erasure_clears_the_appointments_parked_messages_and_leaves_the_rest(
     event_queue: QueueClient,
     poison: QueueClient,

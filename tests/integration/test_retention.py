@@ -360,18 +360,23 @@ def test_booked_through_the_app_then_pseudonymized_everywhere_and_kept(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     client = Client()
-    body = client.booking(startDateTime="2026-01-10T09:00:00Z", endDateTime="2026-01-10T09:30:00Z")
+    # Tomorrow by the wall clock, which the webhook and the reconciler read; the pass's clock
+    # is then moved past its end plus DAYS.
+    start = _whole_minute(datetime.now(UTC) + timedelta(days=1))
+    body = client.booking(**_times(start))
+    due = (start + timedelta(minutes=30, days=DAYS)).timestamp()
     external_id = body["externalAppointmentId"]
     assert post(body) == 202
     reconcile_all(event_queue, poison)
     shown = record(external_id)
     assert shown["status"] == "scheduled"
     assert traces(azurite, client)
+    assert runtime.store().rechecks(10) == []  # ahead of the walk: nothing to note
     meetings = emulator.meetings()
 
     caplog.set_level(logging.DEBUG)
-    run = RetentionRun(runtime.store(), DAYS, clock=at(DUE))
-    assert run.apply(external_id, DUE) is Outcome.PURGED
+    run = RetentionRun(runtime.store(), DAYS, clock=at(due))
+    assert run.apply(external_id, due) is Outcome.PURGED
     assert traces(azurite, client) == []
     assert not any(p in caplog.text for p in client.private)
     after = record(external_id)
@@ -389,7 +394,7 @@ def test_booked_through_the_app_then_pseudonymized_everywhere_and_kept(
     reconcile_all(event_queue, poison)
     assert traces(azurite, client) == []
     assert emulator.call_counts() == {}
-    assert run.apply(external_id, DUE) is Outcome.CLEAN
+    assert run.apply(external_id, due) is Outcome.CLEAN
 
     # A newer version is a change like any other: applied, its clients stored again, and the
     # record noted for a recheck, so the next run pseudonymizes it again.
@@ -398,11 +403,88 @@ def test_booked_through_the_app_then_pseudonymized_everywhere_and_kept(
     reconcile_all(event_queue, poison)
     assert traces(azurite, client)
     assert runtime.store().rechecks(10) == [external_id]
-    report = RetentionRun(runtime.store(), DAYS, clock=at(DUE), max_records=1).run()
+    report = RetentionRun(runtime.store(), DAYS, clock=at(due), max_records=1).run()
     assert report.purged == 1
     assert traces(azurite, client) == []
     assert runtime.store().rechecks(10) == []
     assert not any(p in caplog.text for p in client.private)
+
+
+def test_an_old_appointment_delivered_behind_the_walk_is_rechecked_and_a_new_one_costs_nothing(
+    event_queue: QueueClient,
+    poison: QueueClient,
+    emulator: GraphEmulator,
+    azurite: Azurite,
+    app_table_fresh: None,
+) -> None:
+    """The walk goes forward in start order up to now - days and keeps its cursor there, so an
+    appointment that started before the cursor and arrives later (an EHR's backfill, a change
+    that moves one far back) is one no walk would meet: the reconciler notes it for the
+    recheck that opens every run. An upcoming one is met by the walk in time: no note."""
+    now = datetime.now(UTC)
+    cutoff = version_key(now - timedelta(days=DAYS))
+    store = runtime.store()
+    store.save_retention_cursor({"Main": cutoff})  # the walks have come this far
+    old, upcoming = Client(), Client()
+    imported = old.booking(**_times(_whole_minute(now - timedelta(days=DAYS + 5))))
+    booked = upcoming.booking(**_times(_whole_minute(now + timedelta(days=2))))
+    for body in (imported, booked):
+        assert post(body) == 202
+    reconcile_all(event_queue, poison)
+    imported_id = imported["externalAppointmentId"]
+    assert record(imported_id)["status"] == "scheduled"
+    assert store.rechecks(10) == [imported_id]
+    rows = listing.rows_for(listing.stored_facts(imported_id, store.load(imported_id)))
+    assert rows
+    assert all(row < cutoff for _, row in rows)  # behind the cursor: no walk goes there again
+
+    report = RetentionRun(store, DAYS, max_records=1).run()  # the wall clock: it is due
+    assert (report.examined, report.purged) == (1, 1)
+    assert traces(azurite, old) == []
+    assert traces(azurite, upcoming)  # not due for a month
+    assert store.rechecks(10) == []
+
+
+def test_reindexing_forgets_the_cursor_so_the_next_run_walks_from_the_start(
+    own_table: TableClient,
+) -> None:
+    client = Client()
+    documents = [booking(client, i) for i in range(3)]
+    seed(own_table, [(d, applied(d)) for d in documents])
+    store = AppointmentStore(own_table)
+    for (partition, row), _ in _index_rows(own_table):  # as if written before the index
+        own_table.delete_entity(partition, row)
+    store.save_retention_cursor({"Main": version_key(END + timedelta(days=1))})
+    assert store.page(listing.Filter(), None, 10).records == []
+    assert RetentionRun(store, DAYS, clock=at(DUE + 3600)).run().examined == 0  # none to walk
+
+    assert store.reindex() == 3
+    assert store.retention_cursor() == {}
+    assert [i for i, _ in store.page(listing.Filter(), None, 10).records] == [
+        d.external_appointment_id for d in documents
+    ]
+    report = RetentionRun(store, DAYS, clock=at(DUE + 3600)).run()
+    assert (report.purged, report.finished) == (3, True)
+    assert private_in(own_table, client) == []
+
+
+def _index_rows(table: TableClient) -> list[tuple[tuple[str, str], str]]:
+    return [
+        ((str(e["PartitionKey"]), str(e["RowKey"])), str(e.get("IndexOf")))
+        for e in table.list_entities()
+        if str(e["PartitionKey"]).startswith(listing.PREFIX)
+    ]
+
+
+def _whole_minute(moment: datetime) -> datetime:
+    return moment.replace(second=0, microsecond=0)
+
+
+def _times(start: datetime) -> dict[str, str]:
+    return {
+        "startDateTime": start.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "endDateTime": (start + timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
 
 
 def test_the_timer_function_runs_a_pass_with_the_setting(

@@ -62,6 +62,18 @@ def test_zero_days_keeps_everything_and_every_document_must_be_finished() -> Non
     assert retention.due_at([], 30) is None
 
 
+def test_behind_the_walk_only_when_it_starts_by_now_minus_days() -> None:
+    document = valid(booked())  # starts 2026-12-01T09:00Z
+    start = datetime(2026, 12, 1, 9, tzinfo=UTC)
+    assert retention.behind_the_walk(document, 30, start + timedelta(days=30))
+    assert retention.behind_the_walk(document, 30, start + timedelta(days=400))
+    assert not retention.behind_the_walk(document, 30, start + timedelta(days=30, seconds=-1))
+    assert not retention.behind_the_walk(document, 0, start + timedelta(days=400))  # keep
+    # No start (a first cancellation): its index row sorts after every start, where the
+    # cancellation sweep looks on every run.
+    assert not retention.behind_the_walk(valid(cancelled()), 1, start + timedelta(days=400))
+
+
 def test_pseudonymized_document_keeps_ids_times_status_organizer() -> None:
     document = valid(booked() | {"organizer": ORGANIZER_UPN})
     values = retention.private_values([document])
