@@ -46,7 +46,9 @@ def _iso(moment: datetime) -> str:
 
 
 def _first_version(rng: random.Random, external_id: str) -> dict[str, Any]:
-    start = datetime(2026, 12, 1, 8, tzinfo=UTC) + timedelta(
+    # Years ahead, so that what a run measures does not drift with the calendar: appointments
+    # that started more than RETENTION_DAYS ago cost the reconciler a retention note each.
+    start = datetime(2030, 12, 1, 8, tzinfo=UTC) + timedelta(
         days=rng.randrange(60), minutes=15 * rng.randrange(40)
     )
     return {
