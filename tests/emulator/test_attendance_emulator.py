@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -25,7 +24,6 @@ from .test_graph_emulator import (
     NO_POLICY,
     assert_graph_error,
     created_id,
-    issue_token,
     meetings_path,
 )
 
@@ -36,24 +34,6 @@ ROLE = "OnlineMeetingArtifact.Read.All"
 
 def at(minutes: float) -> dt.datetime:
     return T0 + dt.timedelta(minutes=minutes)
-
-
-@pytest.fixture
-def emulator() -> Iterator[GraphEmulator]:
-    with GraphEmulator() as emu:
-        emu.seed_default_users()
-        yield emu
-
-
-@pytest.fixture
-def api(emulator: GraphEmulator) -> Iterator[httpx.Client]:
-    token = issue_token(emulator)
-    with httpx.Client(
-        base_url=emulator.graph_base_url,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    ) as client:
-        yield client
 
 
 def organizer(start: float = 0, end: float = 30) -> SessionParticipant:

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,13 +34,6 @@ START = "2026-12-01T09:00:00Z"
 END = "2026-12-01T09:30:00Z"
 
 
-@pytest.fixture
-def emulator() -> Iterator[GraphEmulator]:
-    with GraphEmulator() as emu:
-        emu.seed_default_users()
-        yield emu
-
-
 def issue_token(emu: GraphEmulator) -> str:
     response = httpx.get(
         emu.identity_endpoint,
@@ -52,17 +44,6 @@ def issue_token(emu: GraphEmulator) -> str:
     token = response.json()["access_token"]
     assert isinstance(token, str)
     return token
-
-
-@pytest.fixture
-def api(emulator: GraphEmulator) -> Iterator[httpx.Client]:
-    token = issue_token(emulator)
-    with httpx.Client(
-        base_url=emulator.graph_base_url,
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=10,
-    ) as client:
-        yield client
 
 
 def meetings_path(user: str = ALEX) -> str:
