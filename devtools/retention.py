@@ -1,7 +1,8 @@
 """`python -m devtools.retention`: run one retention pass by hand, as the timer would.
 
 Pseudonymizes the clients of appointments more than RETENTION_DAYS past their end or
-cancellation (shared/retention_run.py) and prints what it did, counts only. Safe while the app
+cancellation (shared/retention_run.py), deletes the parked messages of such appointments,
+and prints what it did, counts only. Safe while the app
 runs (the same ETag-guarded writes as the daily timer function; a leased record is left for the
 next run). Uses AzureWebJobsStorage and RETENTION_DAYS from the environment, else from
 local.settings.json; `--days` overrides the setting.
@@ -21,8 +22,8 @@ import time
 
 from devtools.reindex import SETTINGS_FILE, connection_string
 from shared.retention_run import DEFAULT_MAX_RECORDS, DEFAULT_MAX_SECONDS, RetentionRun
-from shared.settings import TABLE_NAME, Settings, SettingsError
-from shared.storage import AppointmentStore
+from shared.settings import POISON_QUEUE_NAME, QUEUE_NAME, TABLE_NAME, Settings, SettingsError
+from shared.storage import AppointmentStore, EventQueue
 
 
 def configured_days() -> int:
@@ -48,13 +49,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--days must be at least 0")
 
     from azure.data.tables import TableClient
+    from azure.storage.queue import QueueClient
 
-    table = TableClient.from_connection_string(connection_string(), TABLE_NAME)
+    connection = connection_string()
+    table = TableClient.from_connection_string(connection, TABLE_NAME)
+    queue = EventQueue(
+        QueueClient.from_connection_string(connection, QUEUE_NAME),
+        QueueClient.from_connection_string(connection, POISON_QUEUE_NAME),
+    )
     run = RetentionRun(
         AppointmentStore(table),
         days,
         max_records=args.max_records,
         max_seconds=args.max_seconds,
+        queue=queue,
     )
     began = time.perf_counter()
     report = run.run(from_start=args.from_start)

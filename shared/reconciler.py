@@ -407,7 +407,9 @@ class Reconciler:
         rows, and any message of the appointment parked in appointment-events-poison, which
         holds a whole document."""
         self._store.forget_side_rows(external_id)
-        removed = self._queue.forget_poisoned(lambda text: names_appointment(text, external_id))
+        removed = self._queue.forget_poisoned(
+            lambda text, _parked: names_appointment(text, external_id)
+        )
         if removed:
             log.info("appointment %s: %d parked message(s) erased", external_id, removed)
 

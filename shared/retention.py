@@ -25,6 +25,7 @@ from typing import Any
 
 from shared.attendance import Attendance
 from shared.documents import AppointmentClient, AppointmentDocument, parse_rfc3339
+from shared.events import EraseEvent, MalformedMessage, parse_message
 from shared.records import AppliedState, ErrorInfo
 from shared.sources.base import Part
 
@@ -99,6 +100,27 @@ def behind_the_walk(document: AppointmentDocument, days: int, now: datetime) -> 
     """
     start = document.start
     return days > 0 and start is not None and start <= now - timedelta(days=days)
+
+
+def parked_message_is_due(text: str, parked: datetime | None, days: int, now: datetime) -> bool:
+    """Whether retention deletes this message parked in `appointment-events-poison`.
+
+    A parked message holds a whole document, clients and all, until the queue expires it
+    (Azure's default: 7 days, longer than a short RETENTION_DAYS). A replay uses the stored
+    document, which retention pseudonymizes, never the parked copy, so the copy goes once the
+    appointment it carries is due. A message that is not a valid appointment (parked because
+    it was malformed) goes once it has been parked `days` days. An erase message holds no
+    client data and stays for the operator to see.
+    """
+    if days <= 0:
+        return False
+    try:
+        event = parse_message(text)
+    except MalformedMessage:
+        return parked is not None and parked <= now - timedelta(days=days)
+    if isinstance(event, EraseEvent):
+        return False
+    return is_due([event.document], days, now)
 
 
 def private_values(

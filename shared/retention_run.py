@@ -25,6 +25,10 @@ more than that walk:
   appointments): its index row may lie behind the cursor, so the reconciler notes the record
   for a recheck before its commit (retention.behind_the_walk). `reindex` forgets the cursor.
 
+Last, messages parked in `appointment-events-poison` carry whole documents and live 7 days
+there, longer than a short RETENTION_DAYS: a run deletes those whose appointment is due
+(retention.parked_message_is_due; at most POISON_SCAN_LIMIT examined per run).
+
 Bounded: at most `max_records` records and `max_seconds` per run (checked between chunks of
 `chunk` records, which are visited WORKERS at a time); the rest waits for the next run.
 Idempotent: a record already pseudonymized compares equal to its pseudonymized self and is not
@@ -49,7 +53,7 @@ from typing import Any
 
 from shared import listing, retention
 from shared.documents import version_key
-from shared.storage import AppointmentStore, ConcurrencyConflict
+from shared.storage import AppointmentStore, ConcurrencyConflict, EventQueue
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +69,7 @@ ATTEMPTS = 4
 STATUS_PARTITIONS = tuple(listing.status_partition(s) for s in listing.STATUSES)
 CANCELLED_PARTITION = (listing.status_partition("cancelled"),)
 UPPER = "~~~"  # past every RowKey, the no-start `~~{id}` ones included
+POISON_SCAN_LIMIT = 5000
 
 
 class Outcome(Enum):
@@ -84,6 +89,7 @@ class Report:
     clean: int = 0
     not_due: int = 0
     busy: int = 0
+    parked: int = 0  # parked messages of due appointments deleted
     # Every candidate was reached; False: a bound stopped the run, the next one goes on.
     finished: bool = False
 
@@ -119,8 +125,12 @@ class RetentionRun:
         max_records: int = DEFAULT_MAX_RECORDS,
         max_seconds: float = DEFAULT_MAX_SECONDS,
         chunk: int = CHUNK,
+        queue: EventQueue | None = None,
     ) -> None:
+        """`queue`: the `appointment-events` queue, whose parked messages are cleared too
+        (None: not)."""
         self._store = store
+        self._queue = queue
         self._days = days
         self._clock = clock
         self._timer = timer
@@ -158,18 +168,20 @@ class RetentionRun:
             )
             if done:
                 cursor.pop("Cancelled", None)  # the next run sweeps the cancellations again
+                self._clear_parked(run)
             report.finished = done
         finally:
             pool.shutdown(wait=True)
             self._save(cursor)
             log.info(
                 "retention: %s examined, %s pseudonymized, %s already clean, %s not due, "
-                "%s busy; %s",
+                "%s busy, %s parked messages deleted; %s",
                 report.examined,
                 report.purged,
                 report.clean,
                 report.not_due,
                 report.busy,
+                report.parked,
                 "finished" if report.finished else "the next run goes on",
             )
         return report
@@ -180,6 +192,17 @@ class RetentionRun:
         if cursor != self._saved:
             self._store.save_retention_cursor(cursor)
             self._saved = dict(cursor)
+
+    def _clear_parked(self, run: _Pass) -> None:
+        """Delete the parked messages whose appointment is due (bounded by POISON_SCAN_LIMIT
+        rather than by the run's record count: it reads messages, not records)."""
+        if self._queue is None:
+            return
+        moment = datetime.fromtimestamp(run.now, UTC)
+        run.report.parked = self._queue.forget_poisoned(
+            lambda text, parked: retention.parked_message_is_due(text, parked, self._days, moment),
+            limit=POISON_SCAN_LIMIT,
+        )
 
     def _rechecks(self, run: _Pass) -> bool:
         ids = self._store.rechecks(self._max_records)

@@ -131,4 +131,4 @@ def retention() -> RetentionRun:
     """The retention pass (RETENTION_DAYS), its clock the wall clock."""
     from shared.retention_run import RetentionRun
 
-    return RetentionRun(store(), settings.current().retention_days)
+    return RetentionRun(store(), settings.current().retention_days, queue=queue())

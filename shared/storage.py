@@ -288,8 +288,10 @@ class EventQueue:
         """Park a message the reconciler must not retry, where an operator will see it."""
         self._send(self._poison, text, None)
 
-    def forget_poisoned(self, belongs: Callable[[str], bool], *, limit: int = 5000) -> int:
-        """Delete the parked messages `belongs` picks; how many it deleted.
+    def forget_poisoned(
+        self, belongs: Callable[[str, datetime | None], bool], *, limit: int = 5000
+    ) -> int:
+        """Delete the parked messages `belongs(text, parked at)` picks; how many it deleted.
 
         A queue has no query: this receives the poison queue in pages, each message hidden
         for POISON_SCAN_HIDE_SECONDS so the walk does not meet it twice, and deletes the ones
@@ -304,7 +306,7 @@ class EventQueue:
                 messages_per_page=32, visibility_timeout=POISON_SCAN_HIDE_SECONDS
             )
             for seen, message in enumerate(pages, start=1):
-                if belongs(str(message.content)):
+                if belongs(str(message.content), message.inserted_on):
                     with contextlib.suppress(ResourceNotFoundError):  # gone already
                         self._poison.delete_message(message)
                     deleted += 1

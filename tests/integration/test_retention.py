@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -29,12 +30,13 @@ from devtools.seeding import seed
 from shared import listing, retention, runtime, storage
 from shared.attendance import Attendance, ClientAttendance
 from shared.documents import AppointmentDocument, parse_document, version_key
+from shared.events import AppointmentEvent, EraseEvent
 from shared.records import AppliedState
 from shared.retention_run import Outcome, RetentionRun
 from shared.settings import POISON_QUEUE_NAME
-from shared.storage import AppointmentStore, ConcurrencyConflict
+from shared.storage import AppointmentStore, ConcurrencyConflict, EventQueue
 from shared.timer_functions import apply_retention
-from tests.integration.queue_host import reconcile_all
+from tests.integration.queue_host import fresh_queue, reconcile_all
 from tests.integration.test_erasure import Client, post, traces
 from tests.support import ALEX, record
 
@@ -46,6 +48,13 @@ DUE = (END + timedelta(days=DAYS)).timestamp()
 
 def at(moment: float) -> Any:
     return lambda: moment
+
+
+@pytest.fixture(autouse=True)
+def brief_poison_scans(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pass hides each parked message it reads while it scans the poison queue: for a second
+    here, not 30, so a test sees what the scan left, and other tests' messages soon return."""
+    monkeypatch.setattr(storage, "POISON_SCAN_HIDE_SECONDS", 1)
 
 
 @pytest.fixture
@@ -488,7 +497,10 @@ def _times(start: datetime) -> dict[str, str]:
 
 
 def test_the_timer_function_runs_a_pass_with_the_setting(
-    reconfigure: Any, app_table_fresh: None, azurite: Azurite
+    reconfigure: Any,
+    app_table_fresh: None,
+    azurite: Azurite,
+    poison: QueueClient,
 ) -> None:
     client = Client()
     long_ago = booking(
@@ -499,14 +511,64 @@ def test_the_timer_function_runs_a_pass_with_the_setting(
     table = TableServiceClient.from_connection_string(azurite.connection_string)
     app_table = table.get_table_client(runtime.store()._table.table_name)
     seed(app_table, [(long_ago, applied(long_ago))])
+    poison.send_message(AppointmentEvent(long_ago, "parked").to_message())
 
     reconfigure(RETENTION_DAYS="0")
     apply_retention(None)
     assert private_in(app_table, client) != []
+    assert parked_with(poison, client)
 
     reconfigure(RETENTION_DAYS="30")
     apply_retention(None)
     assert private_in(app_table, client) == []
+    time.sleep(1.5)  # what the scan did not delete is visible again
+    assert not parked_with(poison, client)
+
+
+def parked_with(queue: QueueClient, client: Client) -> list[str]:
+    """The visible messages of `queue` that hold any of the client's values."""
+    return [
+        str(m.content)
+        for m in queue.peek_messages(max_messages=32)
+        if any(p in str(m.content) for p in client.private)
+    ]
+
+
+def test_parked_messages_go_once_their_appointment_is_due_and_the_rest_stay(
+    own_table: TableClient, azurite: Azurite
+) -> None:
+    """appointment-events-poison keeps a message 7 days, longer than a short RETENTION_DAYS,
+    and a parked message holds the whole document."""
+    name = f"retq{uuid.uuid4().hex[:12]}"
+    parked = fresh_queue(azurite.connection_string, f"{name}-poison")
+    queue = EventQueue(fresh_queue(azurite.connection_string, name), parked)
+    ended, ahead, broken = Client(), Client(), Client()
+    far = datetime(2099, 1, 10, 9, tzinfo=UTC)
+    erase = EraseEvent("erased-appointment", "c")
+    for text in (
+        AppointmentEvent(booking(ended), "c").to_message(),
+        AppointmentEvent(booking(ahead, 0, **_times(far)), "c").to_message(),
+        # Parked because it is malformed: it cannot say when its appointment ends.
+        json.dumps({"document": {"appointmentClients": [{"displayName": broken.name}]}}),
+        erase.to_message(),
+    ):
+        queue.send_to_poison(text)
+    store = AppointmentStore(own_table)
+    now = time.time()
+
+    first = RetentionRun(store, DAYS, clock=at(now), queue=queue).run()
+    assert (first.parked, first.finished) == (1, True)
+    time.sleep(1.5)
+    assert not parked_with(parked, ended)
+    assert parked_with(parked, broken)
+    later = RetentionRun(store, DAYS, clock=at(now + (DAYS + 1) * 86400), queue=queue).run()
+    assert later.parked == 1  # parked more than DAYS days ago by then
+    time.sleep(1.5)
+    left = [str(m.content) for m in parked.peek_messages(max_messages=32)]
+    assert len(left) == 2
+    assert parked_with(parked, ahead)
+    assert erase.to_message() in left
+    assert not parked_with(parked, broken)
 
 
 def test_the_devtools_command_runs_one_pass_and_prints_counts(

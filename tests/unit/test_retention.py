@@ -184,3 +184,20 @@ def test_bad_retention_days_is_a_clear_error(raw: str, rule: str) -> None:
     with pytest.raises(SettingsError, match=f"RETENTION_DAYS {rule}") as caught:
         Settings.from_environ({"RETENTION_DAYS": raw})
     assert caught.value.setting == "RETENTION_DAYS"
+
+
+def test_a_parked_message_is_due_with_its_appointment_and_a_malformed_one_by_its_age() -> None:
+    from shared.events import AppointmentEvent, EraseEvent
+
+    message = AppointmentEvent(valid(booked()), "c").to_message()
+    due = END + timedelta(days=30)
+    assert retention.parked_message_is_due(message, None, 30, due)
+    assert not retention.parked_message_is_due(message, None, 30, due - timedelta(seconds=1))
+    assert not retention.parked_message_is_due(message, None, 0, due + timedelta(days=999))
+    parked = datetime(2026, 12, 2, tzinfo=UTC)
+    for malformed in ("not json", '{"document": {"externalAppointmentId": "x"}}'):
+        assert retention.parked_message_is_due(malformed, parked, 30, parked + timedelta(days=30))
+        assert not retention.parked_message_is_due(malformed, parked, 30, parked + timedelta(29))
+        assert not retention.parked_message_is_due(malformed, None, 30, parked + timedelta(999))
+    erase = EraseEvent("appt-1", "c").to_message()
+    assert not retention.parked_message_is_due(erase, parked, 30, parked + timedelta(days=999))
