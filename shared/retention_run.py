@@ -140,7 +140,7 @@ class RetentionRun:
         self._saved: dict[str, str] | None = None
 
     def run(self, *, from_start: bool = False) -> Report:
-        """One pass: rechecks, then the walk by start time, then recent cancellations.
+        """One pass: rechecks, the walk by start time, recent cancellations, parked messages.
 
         `from_start` forgets the cursor and walks the whole index again (by hand, to rule
         the cursor out; imports need it no more: see behind_the_walk)."""
