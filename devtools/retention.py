@@ -2,10 +2,10 @@
 
 Pseudonymizes the clients of appointments more than RETENTION_DAYS past their end or
 cancellation (shared/retention_run.py), deletes the parked messages of such appointments,
-and prints what it did, counts only. Safe while the app
-runs (the same ETag-guarded writes as the daily timer function; a leased record is left for the
-next run). Uses AzureWebJobsStorage and RETENTION_DAYS from the environment, else from
-local.settings.json; `--days` overrides the setting.
+and prints what it did, counts only. Safe while the app runs (the same ETag-guarded writes as
+the daily timer function; a leased record is left for the next run). Uses AzureWebJobsStorage
+and RETENTION_DAYS from the environment, else from local.settings.json; `--days` overrides
+the setting.
 
     python -m devtools.retention                  # one bounded pass, from the saved cursor
     python -m devtools.retention --from-start     # forget the cursor: walk every record again
@@ -22,7 +22,7 @@ import time
 
 from devtools.reindex import SETTINGS_FILE, connection_string
 from shared.retention_run import DEFAULT_MAX_RECORDS, DEFAULT_MAX_SECONDS, RetentionRun
-from shared.settings import POISON_QUEUE_NAME, QUEUE_NAME, TABLE_NAME, Settings, SettingsError
+from shared.settings import Settings, SettingsError, StorageSettings
 from shared.storage import AppointmentStore, EventQueue
 
 
@@ -48,21 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     if days < 0:
         parser.error("--days must be at least 0")
 
-    from azure.data.tables import TableClient
-    from azure.storage.queue import QueueClient
-
-    connection = connection_string()
-    table = TableClient.from_connection_string(connection, TABLE_NAME)
-    queue = EventQueue(
-        QueueClient.from_connection_string(connection, QUEUE_NAME),
-        QueueClient.from_connection_string(connection, POISON_QUEUE_NAME),
-    )
+    storage = StorageSettings(connection_string=connection_string())
     run = RetentionRun(
-        AppointmentStore(table),
+        AppointmentStore.from_settings(storage),
         days,
         max_records=args.max_records,
         max_seconds=args.max_seconds,
-        queue=queue,
+        queue=EventQueue.from_settings(storage),
     )
     began = time.perf_counter()
     report = run.run(from_start=args.from_start)

@@ -27,7 +27,7 @@ more than that walk:
 
 Last, messages parked in `appointment-events-poison` carry whole documents and live 7 days
 there, longer than a short RETENTION_DAYS: a run deletes those whose appointment is due
-(retention.parked_message_is_due; at most POISON_SCAN_LIMIT examined per run).
+(retention.parked_message_is_due; EventQueue.forget_poisoned bounds the messages read).
 
 Bounded: at most `max_records` records and `max_seconds` per run (checked between chunks of
 `chunk` records, which are visited WORKERS at a time); the rest waits for the next run.
@@ -69,7 +69,6 @@ ATTEMPTS = 4
 STATUS_PARTITIONS = tuple(listing.status_partition(s) for s in listing.STATUSES)
 CANCELLED_PARTITION = (listing.status_partition("cancelled"),)
 UPPER = "~~~"  # past every RowKey, the no-start `~~{id}` ones included
-POISON_SCAN_LIMIT = 5000
 
 
 class Outcome(Enum):
@@ -194,14 +193,13 @@ class RetentionRun:
             self._saved = dict(cursor)
 
     def _clear_parked(self, run: _Pass) -> None:
-        """Delete the parked messages whose appointment is due (bounded by POISON_SCAN_LIMIT
-        rather than by the run's record count: it reads messages, not records)."""
+        """Delete the parked messages whose appointment is due (bounded by forget_poisoned's
+        own limit rather than by the run's record count: it reads messages, not records)."""
         if self._queue is None:
             return
         moment = datetime.fromtimestamp(run.now, UTC)
         run.report.parked = self._queue.forget_poisoned(
-            lambda text, parked: retention.parked_message_is_due(text, parked, self._days, moment),
-            limit=POISON_SCAN_LIMIT,
+            lambda text, parked: retention.parked_message_is_due(text, parked, self._days, moment)
         )
 
     def _rechecks(self, run: _Pass) -> bool:
